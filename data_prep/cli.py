@@ -1,0 +1,32 @@
+"""The `biotok` command: one subcommand per stage, each also runnable as `python -m <module>`."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# subcommand words -> (module with main(argv), one-line help); later stages add theirs here
+COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
+    ("prepare",): ("data_prep.prepare", "build corpora from real files or the embedded synthetic data"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: biotok <command> [--help] [flags]", "", "commands:"]
+    for words, (_, text) in COMMANDS.items():
+        lines.append(f"  {' '.join(words):<22} {text}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for n in (3, 2, 1):
+        if tuple(argv[:n]) in COMMANDS:
+            module = importlib.import_module(COMMANDS[tuple(argv[:n])][0])
+            return int(module.main(argv[n:]) or 0)
+    print(usage(), file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
+    return 0 if not argv or argv[0] in ("-h", "--help") else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
