@@ -3,7 +3,7 @@
 Everything is written in real file formats so the default pipeline exercises the same readers as
 real data: EEG and ECG as MNE FIF files with annotations, sEMG as emg2qwerty HDF5 sessions with
 `metadata.csv` and split lists. Amplitudes (documented in docs/DATA.md):
-- EEG: 1/f background ~25 µV RMS, posterior alpha ~10 µV (x3 with eyes closed), sensorimotor
+- EEG: 1/f background ~20 µV RMS in the 0.5-45 Hz band, posterior alpha ~10 µV (x3 with eyes closed), sensorimotor
   mu (10-12 Hz) and beta (18-24 Hz) rhythms that drop by 60% over the hemisphere opposite the
   imagined fist (event-related desynchronisation). Events T0 rest, T1 left fist, T2 right fist, as
   in PhysioNet's EEGBCI.
@@ -101,7 +101,7 @@ def make_eeg_run(subject: int, run: int, task: str = "imagery", duration_s: floa
     n_sources = 6
     mixing = subject_rng.standard_normal((len(names), n_sources)) * 0.5 + 0.6
     background = mixing @ _colored_noise(rng, (n_sources, n), 1.0) / np.sqrt(n_sources)
-    background = 30.0 * background + 15.0 * _colored_noise(rng, (len(names), n), 1.0)
+    background = 30.0 * background + 15.0 * _colored_noise(rng, (len(names), n), 1.6)
     alpha_peak = 9.0 + 2.5 * subject_rng.random()
     mu_peak = 10.5 + 1.5 * subject_rng.random()
     occipital = _spatial_weight(positions, names, "Oz", 0.04)
@@ -132,10 +132,10 @@ def make_eeg_run(subject: int, run: int, task: str = "imagery", duration_s: floa
     env_right_hemi = np.convolve(env_right_hemi, smooth, mode="same")
     rhythms = np.zeros((len(names), n))
     for weight, envelope in ((left_motor, env_left_hemi), (right_motor, env_right_hemi)):
-        mu = 9.0 * _band_noise(rng, n, sfreq, mu_peak - 1, mu_peak + 1)
+        mu = 12.0 * _band_noise(rng, n, sfreq, mu_peak - 1, mu_peak + 1)
         beta = 4.0 * _band_noise(rng, n, sfreq, 18.0, 24.0)
         rhythms += weight[:, None] * (envelope * (mu + beta))[None, :]
-    data = background + alpha + rhythms + 1.5 * rng.standard_normal((len(names), n))
+    data = background + alpha + rhythms + 0.7 * rng.standard_normal((len(names), n))
     data += 3.0 * np.sin(2 * np.pi * 60.0 * t)[None, :]  # mains pick-up: the preset's notch removes it
     return EEGRun(data.astype(np.float32), sfreq, names, events)
 
@@ -249,9 +249,17 @@ def make_emg_session(user: int, session: int, duration_s: float = 60.0, typo_rat
     prompts: list[Prompt] = []
     clock = t0 + 1.0
     while True:
-        text = SENTENCES[int(rng.integers(len(SENTENCES)))]
-        keys, end = _type_text(rng, text, clock, typo_rate)
-        if end > t0 + duration_s - 1.0:
+        words = SENTENCES[int(rng.integers(len(SENTENCES)))].split(" ")
+        state = rng.bit_generator.state
+        # the last prompt of a session is cut to the words that fit before its end
+        while words:
+            rng.bit_generator.state = state
+            text = " ".join(words)
+            keys, end = _type_text(rng, text, clock, typo_rate)
+            if end <= t0 + duration_s - 0.5:
+                break
+            words = words[:-1]
+        if not words:
             break
         prompts.append(Prompt(clock, end + 0.2, text))
         keystrokes.extend(keys)

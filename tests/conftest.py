@@ -1,0 +1,28 @@
+"""Shared fixtures: the real recordings beside the project, and a small synthetic dataset."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from data_prep.synthetic import SyntheticConfig, write_default_dataset
+
+REAL = Path(os.environ.get("BIOTOK_REAL_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"))
+
+TINY_SYNTHETIC = SyntheticConfig(
+    eeg_subjects=2, eeg_runs=1, eeg_run_s=24.0, emg_users=2, emg_sessions=3, emg_session_s=16.0, ecg_records=1, ecg_record_s=20.0
+)
+
+
+@pytest.fixture(scope="session")
+def real() -> Path:
+    if not (REAL / "README.md").exists():
+        pytest.skip(f"real recordings not found at {REAL} (set BIOTOK_REAL_DATA)")
+    return REAL
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory) -> Path:
+    return write_default_dataset(tmp_path_factory.mktemp("synthetic"), TINY_SYNTHETIC, progress=False)
