@@ -27,13 +27,26 @@ def main() -> None:
                 "import resource, sys; from data_prep.prepare import main; rc = main(sys.argv[1:]); "
                 "print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
             )
-            cmd = [sys.executable, "-c", code, "--sources", "shared_real", "--root", args.real, "--out", out, "--no_progress"]
+            cmd = [
+                sys.executable,
+                "-c",
+                code,
+                "--sources",
+                "shared_real",
+                "--root",
+                args.real,
+                "--out",
+                out,
+                "--no_progress",
+            ]
             start = time.perf_counter()
             result = subprocess.run(cmd, capture_output=True, text=True, check=True)
             times.append(time.perf_counter() - start)
             peaks.append(int(result.stdout.split("MAXRSS")[-1]) / 1024)
     print(result.stdout.rsplit("MAXRSS", 1)[0].strip())
-    print(f"machine: {platform.processor() or platform.machine()}, {resource.getpagesize()} B pages, python {platform.python_version()}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {resource.getpagesize()} B pages, python {platform.python_version()}"
+    )
     print(f"wall time (s): median {sorted(times)[len(times) // 2]:.1f}, all {[round(t, 1) for t in times]}")
     print(f"peak RSS (MiB): max {max(peaks):.0f}")
 

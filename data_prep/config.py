@@ -10,7 +10,12 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def parse_args(dataclass_type: type[T], argv: list[str] | None = None, prog: str | None = None, description: str | None = None) -> T:
+def parse_args(
+    dataclass_type: type[T],
+    argv: list[str] | None = None,
+    prog: str | None = None,
+    description: str | None = None,
+) -> T:
     """Parse `argv` into `dataclass_type`. `prog config.yaml` (or .json) reads the fields from the file."""
     from transformers import HfArgumentParser
 

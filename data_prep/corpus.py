@@ -51,7 +51,9 @@ def features():
             "source": Value("string"),
             "label": Value("string"),
             "window_start": Value("float64"),
-            "events": Value("string"),  # JSON list of {onset, duration, description}, onsets within the window
+            "events": Value(
+                "string"
+            ),  # JSON list of {onset, duration, description}, onsets within the window
         }
     )
 
@@ -75,7 +77,9 @@ class SourceSpec:
         if self.reader not in READERS:
             raise ConfigError(f"source {self.path}.reader", f"expected one of {READERS}, got {self.reader!r}")
         if self.label_from not in ("recording", "events"):
-            raise ConfigError(f"source {self.path}.label_from", f"expected 'recording' or 'events', got {self.label_from!r}")
+            raise ConfigError(
+                f"source {self.path}.label_from", f"expected 'recording' or 'events', got {self.label_from!r}"
+            )
         if self.label_map is not None:
             self.label_map = {str(k): str(v) for k, v in self.label_map.items()}
         if self.event_map is not None:
@@ -146,7 +150,9 @@ def read_source(path: Path, spec: SourceSpec, modality: str, relative: str) -> R
     if raw_label is not None:
         label = spec.label_map.get(raw_label) if spec.label_map is not None else raw_label
         if label is None:
-            raise BiosignalError(path, "label", f"{raw_label!r} is not in the label map {sorted(spec.label_map)}")
+            raise BiosignalError(
+                path, "label", f"{raw_label!r} is not in the label map {sorted(spec.label_map)}"
+            )
     return rec.replace(
         subject=_match(spec.subject, relative) or rec.subject,
         session=_match(spec.session, relative) or rec.session,
@@ -235,7 +241,12 @@ def prepare_corpus(
                 bar.update(1)
             writer.finalize()
             writer.close()
-        info = {"file": shard.name, "n_windows": n_windows, "files": [r for _, _, r in group], "skipped": group_skipped}
+        info = {
+            "file": shard.name,
+            "n_windows": n_windows,
+            "files": [r for _, _, r in group],
+            "skipped": group_skipped,
+        }
         write_json(meta, info)
         shards.append(info)
         skipped.extend(group_skipped)
@@ -294,16 +305,24 @@ class Corpus:
             raise BiosignalError(self.path, "corpus.json", "not a prepared corpus (run `biotok prepare`)")
         self.info = json.loads(manifest.read_text())
         if self.info.get("format") != CORPUS_FORMAT:
-            raise BiosignalError(manifest, "format", f"expected corpus format {CORPUS_FORMAT}, got {self.info.get('format')}")
+            raise BiosignalError(
+                manifest, "format", f"expected corpus format {CORPUS_FORMAT}, got {self.info.get('format')}"
+            )
         self.preset = get_preset({k: v for k, v in self.info["preset"].items()})
         parts = []
         for shard in self.info["shards"]:
             file = self.path / shard["file"]
             if not file.exists():
-                raise BiosignalError(file, "shard", "listed in corpus.json but missing: re-run `biotok prepare`")
+                raise BiosignalError(
+                    file, "shard", "listed in corpus.json but missing: re-run `biotok prepare`"
+                )
             if shard["n_windows"]:
                 parts.append(Dataset.from_file(str(file)))
-        self.dataset = concatenate_datasets(parts) if parts else Dataset.from_dict({k: [] for k in features()}, features=features())
+        self.dataset = (
+            concatenate_datasets(parts)
+            if parts
+            else Dataset.from_dict({k: [] for k in features()}, features=features())
+        )
         self._numpy = self.dataset.with_format("numpy", columns=["signal"], output_all_columns=True)
 
     @property

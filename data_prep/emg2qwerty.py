@@ -113,7 +113,9 @@ def read_session(path: str | Path) -> Session:
         raise BiosignalError(path, "format", f"not a readable HDF5 file (truncated?): {err}") from None
     with f:
         if "emg2qwerty" not in f:
-            raise BiosignalError(path, "emg2qwerty", f"missing group 'emg2qwerty'; top level holds {list(f.keys())}")
+            raise BiosignalError(
+                path, "emg2qwerty", f"missing group 'emg2qwerty'; top level holds {list(f.keys())}"
+            )
         group = f["emg2qwerty"]
         if "timeseries" not in group:
             raise BiosignalError(path, "emg2qwerty/timeseries", "missing dataset")
@@ -131,7 +133,9 @@ def read_session(path: str | Path) -> Session:
         try:
             ts = ts_ds[()]
         except OSError as err:
-            raise BiosignalError(path, "timeseries", f"could not read the samples (truncated?): {err}") from None
+            raise BiosignalError(
+                path, "timeseries", f"could not read the samples (truncated?): {err}"
+            ) from None
         attrs = dict(group.attrs)
     missing = [a for a in REQUIRED_ATTRS if a not in attrs]
     if missing:
@@ -141,7 +145,10 @@ def read_session(path: str | Path) -> Session:
         raise BiosignalError(path, "timeseries", "no samples")
     if np.any(np.diff(time) < 0):
         raise BiosignalError(path, "timeseries.time", "timestamps must be non-decreasing")
-    keystrokes = [Keystroke(str(k["key"]), float(k["start"]), float(k["end"])) for k in _json_list(path, attrs, "keystrokes", ("key", "start", "end"))]
+    keystrokes = [
+        Keystroke(str(k["key"]), float(k["start"]), float(k["end"]))
+        for k in _json_list(path, attrs, "keystrokes", ("key", "start", "end"))
+    ]
     prompts = []
     for p in _json_list(path, attrs, "prompts", ("start", "end", "payload")):
         payload = p["payload"]
@@ -187,7 +194,9 @@ def _json_list(path: Path, attrs: dict, name: str, keys: tuple[str, ...]) -> lis
         raise BiosignalError(path, name, f"expected a JSON list, got {type(items).__name__}")
     for i, item in enumerate(items):
         if not isinstance(item, dict) or any(k not in item for k in keys):
-            raise BiosignalError(path, f"{name}[{i}]", f"expected an object with keys {list(keys)}, got {item!r}")
+            raise BiosignalError(
+                path, f"{name}[{i}]", f"expected an object with keys {list(keys)}, got {item!r}"
+            )
     return items
 
 
@@ -202,7 +211,12 @@ def write_session(path: str | Path, session: Session) -> None:
     ts["time"] = session.time
     keystrokes = [{"key": k.key, "start": k.start, "end": k.end} for k in session.keystrokes]
     prompts = [
-        {"name": "text_prompt", "start": p.start, "end": p.end, "payload": None if p.text is None else {"text": p.text}}
+        {
+            "name": "text_prompt",
+            "start": p.start,
+            "end": p.end,
+            "payload": None if p.text is None else {"text": p.text},
+        }
         for p in session.prompts
     ]
     with atomic_path(path) as tmp:
@@ -226,7 +240,15 @@ def write_metadata(path: str | Path, sessions: list[Session], quality_tags: str 
             writer.writerow(METADATA_COLUMNS)
             for s in sessions:
                 writer.writerow(
-                    [s.user, s.session_name, s.condition, f"{s.duration_mins:.4f}", len(s.keystrokes), len(s.prompts), quality_tags]
+                    [
+                        s.user,
+                        s.session_name,
+                        s.condition,
+                        f"{s.duration_mins:.4f}",
+                        len(s.keystrokes),
+                        len(s.prompts),
+                        quality_tags,
+                    ]
                 )
 
 
@@ -257,20 +279,28 @@ def read_split(path: str | Path) -> Split:
     except (OSError, yaml.YAMLError) as err:
         raise BiosignalError(path, "split", f"could not read: {err}") from None
     if not isinstance(spec, dict) or not isinstance(spec.get("dataset"), dict):
-        raise BiosignalError(path, "dataset", "expected a mapping 'dataset: {train: [...], val: [...], test: [...]}'")
+        raise BiosignalError(
+            path, "dataset", "expected a mapping 'dataset: {train: [...], val: [...], test: [...]}'"
+        )
     parts = {}
     for part in ("train", "val", "test"):
         entries = spec["dataset"].get(part) or []
         try:
             parts[part] = [str(e["session"]) for e in entries]
         except (TypeError, KeyError):
-            raise BiosignalError(path, f"dataset.{part}", "expected a list of {user, session} entries") from None
+            raise BiosignalError(
+                path, f"dataset.{part}", "expected a list of {user, session} entries"
+            ) from None
     return Split(user=str(spec.get("user", "")), **parts)
 
 
 def write_split(path: str | Path, split: Split, users: dict[str, str]) -> None:
     """users maps session name -> user id."""
-    spec = {"dataset": {p: [{"user": users[s], "session": s} for s in getattr(split, p)] for p in ("train", "val", "test")}}
+    spec = {
+        "dataset": {
+            p: [{"user": users[s], "session": s} for s in getattr(split, p)] for p in ("train", "val", "test")
+        }
+    }
     if split.user:
         spec = {"user": split.user, **spec}
     with atomic_path(path) as tmp:

@@ -24,7 +24,13 @@ class MixedCorpus(torch.utils.data.IterableDataset):
     per epoch). Yields collated batches (see `collate_windows`).
     """
 
-    def __init__(self, corpora: dict[str, Corpus], weights: dict[str, float] | None = None, batch_size: int = 32, seed: int = 0):
+    def __init__(
+        self,
+        corpora: dict[str, Corpus],
+        weights: dict[str, float] | None = None,
+        batch_size: int = 32,
+        seed: int = 0,
+    ):
         super().__init__()
         if not corpora:
             raise ConfigError("corpora", "at least one corpus is needed")
@@ -43,7 +49,10 @@ class MixedCorpus(torch.utils.data.IterableDataset):
         self.load_state_dict({"rng": None, "positions": {n: [0, 0] for n in self.names}})
 
     def state_dict(self) -> dict:
-        return {"rng": self.rng.bit_generator.state, "positions": {n: list(p) for n, p in self.positions.items()}}
+        return {
+            "rng": self.rng.bit_generator.state,
+            "positions": {n: list(p) for n, p in self.positions.items()},
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.rng = np.random.default_rng(self.seed)
@@ -52,7 +61,9 @@ class MixedCorpus(torch.utils.data.IterableDataset):
         self.positions = {n: list(state["positions"][n]) for n in self.names}  # [epoch, offset]
 
     def _order(self, name: str, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch, self.names.index(name)]).permutation(len(self.corpora[name]))
+        return np.random.default_rng([self.seed, epoch, self.names.index(name)]).permutation(
+            len(self.corpora[name])
+        )
 
     def next_indices(self) -> tuple[str, list[int]]:
         """Choose a corpus by weight and take the next `batch_size` windows of its epoch order."""

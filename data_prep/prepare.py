@@ -1,8 +1,8 @@
 """`biotok prepare`: build corpora from real files or the embedded synthetic data.
 
-    biotok prepare --synthetic --root biotok_out/data --out biotok_out/corpora
-    biotok prepare --sources shared_real --root ../shared/data/real --out corpora/real
-    python -m data_prep.prepare ...   (same flags)
+biotok prepare --synthetic --root biotok_out/data --out biotok_out/corpora
+biotok prepare --sources shared_real --root ../shared/data/real --out corpora/real
+python -m data_prep.prepare ...   (same flags)
 """
 
 from __future__ import annotations
@@ -23,12 +23,24 @@ PACKAGED_SOURCES = Path(__file__).parent / "sources"
 class PrepareArgs:
     """Build corpora (HF datasets Arrow shards) from a sources file."""
 
-    sources: str = field(default="", metadata={"help": "sources YAML/JSON, or a packaged name: shared_real, synthetic"})
-    root: str = field(default="biotok_out/data", metadata={"help": "folder the sources' paths are relative to"})
-    out: str = field(default="biotok_out/corpora", metadata={"help": "output folder: one corpus per subfolder"})
-    synthetic: bool = field(default=False, metadata={"help": "write the embedded synthetic data under --root first"})
-    corpora: list[str] = field(default_factory=list, metadata={"help": "build only these corpora of the sources file"})
-    on_error: str = field(default="raise", metadata={"help": "bad file: 'raise' (stop) or 'skip' (list it in the report)"})
+    sources: str = field(
+        default="", metadata={"help": "sources YAML/JSON, or a packaged name: shared_real, synthetic"}
+    )
+    root: str = field(
+        default="biotok_out/data", metadata={"help": "folder the sources' paths are relative to"}
+    )
+    out: str = field(
+        default="biotok_out/corpora", metadata={"help": "output folder: one corpus per subfolder"}
+    )
+    synthetic: bool = field(
+        default=False, metadata={"help": "write the embedded synthetic data under --root first"}
+    )
+    corpora: list[str] = field(
+        default_factory=list, metadata={"help": "build only these corpora of the sources file"}
+    )
+    on_error: str = field(
+        default="raise", metadata={"help": "bad file: 'raise' (stop) or 'skip' (list it in the report)"}
+    )
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
 
 

@@ -40,9 +40,13 @@ class Preset:
 
     def __post_init__(self) -> None:
         if self.scaling not in ("fixed", "robust"):
-            raise ConfigError(f"preset {self.name}.scaling", f"expected 'fixed' or 'robust', got {self.scaling!r}")
+            raise ConfigError(
+                f"preset {self.name}.scaling", f"expected 'fixed' or 'robust', got {self.scaling!r}"
+            )
         if self.bad_channels not in ("error", "drop"):
-            raise ConfigError(f"preset {self.name}.bad_channels", f"expected 'error' or 'drop', got {self.bad_channels!r}")
+            raise ConfigError(
+                f"preset {self.name}.bad_channels", f"expected 'error' or 'drop', got {self.bad_channels!r}"
+            )
         if self.patch_len <= 0 or self.sfreq <= 0:
             raise ConfigError(f"preset {self.name}", "patch_len and sfreq must be positive")
         if round(self.window_s * self.sfreq) % self.patch_len:
@@ -51,7 +55,9 @@ class Preset:
                 f"{self.window_s} s at {self.sfreq} Hz is not a whole number of {self.patch_len}-sample patches",
             )
         if self.h_freq is not None and self.h_freq >= self.sfreq / 2:
-            raise ConfigError(f"preset {self.name}.h_freq", f"{self.h_freq} Hz must be below Nyquist ({self.sfreq / 2} Hz)")
+            raise ConfigError(
+                f"preset {self.name}.h_freq", f"{self.h_freq} Hz must be below Nyquist ({self.sfreq / 2} Hz)"
+            )
 
     @property
     def window_len(self) -> int:
@@ -80,7 +86,9 @@ PRESETS: dict[str, Preset] = {
         "emg_200hz", "emg", 200.0, 5.0, 95.0, patch_len=40, window_s=2.0, min_sfreq=200.0, scaling="robust"
     ),
     # NeuroRVQ ECG: 200 Hz, 40-sample patches; scaled by 1 mV
-    "ecg": Preset("ecg", "ecg", 200.0, 0.5, 45.0, patch_len=40, window_s=5.0, min_sfreq=100.0, scale_uv=1000.0),
+    "ecg": Preset(
+        "ecg", "ecg", 200.0, 0.5, 45.0, patch_len=40, window_s=5.0, min_sfreq=100.0, scale_uv=1000.0
+    ),
 }
 
 
@@ -167,7 +175,9 @@ def resample(data: np.ndarray, sfreq: float, target: float) -> np.ndarray:
         return data
     ratio = Fraction(target / sfreq).limit_denominator(1000)
     if abs(float(ratio) - target / sfreq) > 1e-6 * target / sfreq:
-        raise BiosignalError(None, "sfreq", f"cannot resample {sfreq} Hz to {target} Hz with a rational ratio")
+        raise BiosignalError(
+            None, "sfreq", f"cannot resample {sfreq} Hz to {target} Hz with a rational ratio"
+        )
     return resample_poly(data, ratio.numerator, ratio.denominator, axis=-1)
 
 
@@ -180,10 +190,14 @@ def preprocess(rec: Recording, preset: Preset | str) -> Recording:
 
     preset = get_preset(preset)
     if rec.modality != preset.modality:
-        raise BiosignalError(rec.source, "modality", f"preset {preset.name!r} is for {preset.modality}, got {rec.modality}")
+        raise BiosignalError(
+            rec.source, "modality", f"preset {preset.name!r} is for {preset.modality}, got {rec.modality}"
+        )
     if rec.sfreq < preset.min_sfreq:
         raise BiosignalError(
-            rec.source, "sfreq", f"{rec.sfreq} Hz is below the {preset.min_sfreq} Hz preset {preset.name!r} needs"
+            rec.source,
+            "sfreq",
+            f"{rec.sfreq} Hz is below the {preset.min_sfreq} Hz preset {preset.name!r} needs",
         )
     if rec.modality == "eeg":
         names = standardize_eeg_names(rec.ch_names)
@@ -199,7 +213,9 @@ def preprocess(rec: Recording, preset: Preset | str) -> Recording:
         raise BiosignalError(
             rec.source, "n_times", f"{rec.duration:.3f} s is shorter than one {preset.patch_s} s patch"
         )
-    notches = [f for f in preset.notch_freqs if f < sfreq / 2 and (preset.h_freq is None or f < preset.h_freq + 5)]
+    notches = [
+        f for f in preset.notch_freqs if f < sfreq / 2 and (preset.h_freq is None or f < preset.h_freq + 5)
+    ]
     if notches:
         data = mne.filter.notch_filter(data, sfreq, notches, verbose="error")
     if preset.l_freq is not None or preset.h_freq is not None:
@@ -240,7 +256,9 @@ def patchify(data: np.ndarray, patch_len: int, pad: bool = False) -> np.ndarray:
     remainder = n_times % patch_len
     if remainder:
         if not pad:
-            raise BiosignalError(None, "n_times", f"{n_times} samples is not a whole number of {patch_len}-sample patches")
+            raise BiosignalError(
+                None, "n_times", f"{n_times} samples is not a whole number of {patch_len}-sample patches"
+            )
         width = [(0, 0)] * (data.ndim - 1) + [(0, patch_len - remainder)]
         data = np.pad(data, width)
     return data.reshape(*data.shape[:-1], data.shape[-1] // patch_len, patch_len)
@@ -256,7 +274,9 @@ class Window:
     events: list[dict] = field(default_factory=list)
 
 
-def windows(rec: Recording, preset: Preset, label_from: str = "recording", event_map: dict | None = None) -> list[Window]:
+def windows(
+    rec: Recording, preset: Preset, label_from: str = "recording", event_map: dict | None = None
+) -> list[Window]:
     """Cut a preprocessed recording into non-overlapping windows of `preset.window_len` samples.
 
     label_from: "recording" (the recording's label for every window) or "events" (the mapped

@@ -36,10 +36,14 @@ def check_edf_size(path: str | Path) -> None:
             raise BiosignalError(path, "header", f"not a valid EDF/BDF header ({err})") from None
         if header_bytes != 256 * (n_signals + 1):
             raise BiosignalError(
-                path, "header", f"header size field says {header_bytes} bytes, expected 256 x (1 + {n_signals} signals)"
+                path,
+                "header",
+                f"header size field says {header_bytes} bytes, expected 256 x (1 + {n_signals} signals)",
             )
         if size < header_bytes:
-            raise BiosignalError(path, "header", f"file is {size} bytes, shorter than its {header_bytes}-byte header")
+            raise BiosignalError(
+                path, "header", f"file is {size} bytes, shorter than its {header_bytes}-byte header"
+            )
         f.seek(256 + 216 * n_signals)
         raw = f.read(8 * n_signals)
     try:
@@ -51,7 +55,9 @@ def check_edf_size(path: str | Path) -> None:
     data_bytes = size - header_bytes
     if n_records == -1:  # allowed while recording; the data must still be whole records
         if record_bytes == 0 or data_bytes % record_bytes:
-            raise BiosignalError(path, "size", f"{data_bytes} data bytes is not a whole number of {record_bytes}-byte records")
+            raise BiosignalError(
+                path, "size", f"{data_bytes} data bytes is not a whole number of {record_bytes}-byte records"
+            )
         return
     expected = header_bytes + n_records * record_bytes
     if size != expected:
@@ -101,7 +107,9 @@ def read_mne(
             )
     missing = [n for n in picks if n not in raw.ch_names]
     if missing:
-        raise BiosignalError(path, "ch_names", f"missing required channels {missing}; the file has {raw.ch_names}")
+        raise BiosignalError(
+            path, "ch_names", f"missing required channels {missing}; the file has {raw.ch_names}"
+        )
     raw.pick(picks)
     ch_types = raw.get_channel_types()
     data = raw.get_data(units={t: "uV" for t in set(ch_types)}).astype(np.float32)
@@ -125,7 +133,18 @@ def read_mne(
 
 
 # bytes per sample of the WFDB signal formats we size-check
-_WFDB_BYTES = {"8": 1, "16": 2, "24": 3, "32": 4, "61": 2, "80": 1, "160": 2, "212": 1.5, "310": 4 / 3, "311": 4 / 3}
+_WFDB_BYTES = {
+    "8": 1,
+    "16": 2,
+    "24": 3,
+    "32": 4,
+    "61": 2,
+    "80": 1,
+    "160": 2,
+    "212": 1.5,
+    "310": 4 / 3,
+    "311": 4 / 3,
+}
 
 
 def read_wfdb(
@@ -145,7 +164,9 @@ def read_wfdb(
     try:
         import wfdb
     except ImportError:
-        raise ImportError("reading WFDB records needs the optional extra: pip install 'biotok[wfdb]'") from None
+        raise ImportError(
+            "reading WFDB records needs the optional extra: pip install 'biotok[wfdb]'"
+        ) from None
     path = Path(path)
     record_path = path.with_suffix("") if path.suffix == ".hea" else path
     header = record_path.with_suffix(".hea")
@@ -163,7 +184,9 @@ def read_wfdb(
         raise BiosignalError(record_path, "data", f"wfdb could not read it: {err}") from None
     units = set(rec.units)
     if len(units) != 1 or rec.units[0] not in UNIT_TO_UV:
-        raise BiosignalError(header, "units", f"expected one physical unit in {sorted(UNIT_TO_UV)}, got {rec.units}")
+        raise BiosignalError(
+            header, "units", f"expected one physical unit in {sorted(UNIT_TO_UV)}, got {rec.units}"
+        )
     data = (rec.p_signal.T * UNIT_TO_UV[rec.units[0]]).astype(np.float32)
     events = []
     ann_file = record_path.with_name(f"{record_path.name}.{annotation}") if annotation else None
@@ -250,7 +273,9 @@ def read_array(
             flat = np.fromfile(path, dtype=np.dtype(dtype))
             if flat.size % n_channels:
                 raise BiosignalError(
-                    path, "size", f"{flat.size} samples is not a multiple of {n_channels} channels: truncated?"
+                    path,
+                    "size",
+                    f"{flat.size} samples is not a multiple of {n_channels} channels: truncated?",
                 )
             array = flat.reshape(-1, n_channels)
     except BiosignalError:
@@ -262,7 +287,9 @@ def read_array(
     data = array.T if layout == "times_channels" else array
     if data.shape[0] != n_channels:
         hint = " (set layout='channels_times'?)" if array.shape[0] == n_channels else ""
-        raise BiosignalError(path, "ch_names", f"{n_channels} channel names for array of shape {array.shape}{hint}")
+        raise BiosignalError(
+            path, "ch_names", f"{n_channels} channel names for array of shape {array.shape}{hint}"
+        )
     return Recording(
         data=np.ascontiguousarray(data, dtype=np.float32),
         sfreq=float(sfreq),

@@ -51,11 +51,17 @@ class Recording:
     def __post_init__(self) -> None:
         self.data = np.asarray(self.data)
         if self.data.ndim != 2:
-            raise BiosignalError(self.source, "data", f"expected (channels, times), got shape {self.data.shape}")
+            raise BiosignalError(
+                self.source, "data", f"expected (channels, times), got shape {self.data.shape}"
+            )
         if self.modality not in MODALITIES:
-            raise BiosignalError(self.source, "modality", f"expected one of {MODALITIES}, got {self.modality!r}")
+            raise BiosignalError(
+                self.source, "modality", f"expected one of {MODALITIES}, got {self.modality!r}"
+            )
         if not (np.isfinite(self.sfreq) and self.sfreq > 0):
-            raise BiosignalError(self.source, "sfreq", f"expected a positive sampling rate in Hz, got {self.sfreq!r}")
+            raise BiosignalError(
+                self.source, "sfreq", f"expected a positive sampling rate in Hz, got {self.sfreq!r}"
+            )
         if len(self.ch_names) != self.data.shape[0]:
             raise BiosignalError(
                 self.source, "ch_names", f"{len(self.ch_names)} names for {self.data.shape[0]} channels"

@@ -56,7 +56,9 @@ def _rng(*keys) -> np.random.Generator:
 def _colored_noise(rng: np.random.Generator, shape: tuple[int, int], exponent: float) -> np.ndarray:
     """Noise with power ~ 1/f^exponent along the last axis, unit variance per row."""
     n = shape[-1]
-    spectrum = rng.standard_normal(shape[:-1] + (n // 2 + 1,)) + 1j * rng.standard_normal(shape[:-1] + (n // 2 + 1,))
+    spectrum = rng.standard_normal(shape[:-1] + (n // 2 + 1,)) + 1j * rng.standard_normal(
+        shape[:-1] + (n // 2 + 1,)
+    )
     freqs = np.fft.rfftfreq(n)
     freqs[0] = freqs[1]
     x = np.fft.irfft(spectrum * freqs ** (-exponent / 2), n=n)
@@ -86,7 +88,9 @@ def _spatial_weight(positions: np.ndarray, names: list[str], center: str, width:
     return np.exp(-np.sum((positions - c) ** 2, axis=1) / (2 * width**2))
 
 
-def make_eeg_run(subject: int, run: int, task: str = "imagery", duration_s: float = 60.0, sfreq: float = 250.0) -> EEGRun:
+def make_eeg_run(
+    subject: int, run: int, task: str = "imagery", duration_s: float = 60.0, sfreq: float = 250.0
+) -> EEGRun:
     """One synthetic EEG run. task: "imagery" (T0 rest / T1 left / T2 right, 4 s each, alternating
     rest and imagery) or "eyes_open" / "eyes_closed" (one T0 event over the whole run)."""
     from .presets import eeg_positions
@@ -108,7 +112,9 @@ def make_eeg_run(subject: int, run: int, task: str = "imagery", duration_s: floa
     left_motor = _spatial_weight(positions, names, "C3", 0.03)
     right_motor = _spatial_weight(positions, names, "C4", 0.03)
     alpha_gain = {"eyes_closed": 3.0}.get(task, 1.0)
-    alpha = 10.0 * alpha_gain * occipital[:, None] * _band_noise(rng, n, sfreq, alpha_peak - 1, alpha_peak + 1)
+    alpha = (
+        10.0 * alpha_gain * occipital[:, None] * _band_noise(rng, n, sfreq, alpha_peak - 1, alpha_peak + 1)
+    )
     # envelopes of the two hemispheres' sensorimotor rhythms: 1 at rest, 0.4 during contralateral imagery
     env_left_hemi = np.ones(n)
     env_right_hemi = np.ones(n)
@@ -160,7 +166,9 @@ def write_eeg_fif(path: str | Path, run: EEGRun) -> None:
 # ---------------------------------------------------------------- ECG
 
 
-def make_ecg(record: int, duration_s: float = 60.0, sfreq: float = 360.0) -> tuple[np.ndarray, list[tuple[float, str]]]:
+def make_ecg(
+    record: int, duration_s: float = 60.0, sfreq: float = 360.0
+) -> tuple[np.ndarray, list[tuple[float, str]]]:
     """Two-lead ECG (MLII, V5) in µV and beat annotations (R-peak time s, "N" or "V")."""
     rng = _rng("ecg", record)
     n = int(duration_s * sfreq)
@@ -174,7 +182,13 @@ def make_ecg(record: int, duration_s: float = 60.0, sfreq: float = 360.0) -> tup
         rr = 60.0 / heart_rate * (1 + 0.05 * np.sin(2 * np.pi * 0.25 * time) + 0.02 * rng.standard_normal())
         time += rr * (0.75 if kind == "V" else 1.0)
     # (offset s, width s, amplitude mV) of P, Q, R, S, T in lead II; V5 scales them
-    waves_n = [(-0.20, 0.025, 0.15), (-0.035, 0.010, -0.12), (0.0, 0.012, 1.2), (0.035, 0.010, -0.25), (0.25, 0.045, 0.3)]
+    waves_n = [
+        (-0.20, 0.025, 0.15),
+        (-0.035, 0.010, -0.12),
+        (0.0, 0.012, 1.2),
+        (0.035, 0.010, -0.25),
+        (0.25, 0.045, 0.3),
+    ]
     waves_v = [(-0.04, 0.030, -0.4), (0.0, 0.030, 1.5), (0.08, 0.040, -0.6), (0.32, 0.06, -0.35)]
     leads = np.zeros((2, n))
     lead_gain = np.array([[1.0], [0.7 + 0.2 * rng.random()]])
@@ -188,7 +202,9 @@ def make_ecg(record: int, duration_s: float = 60.0, sfreq: float = 360.0) -> tup
     return (leads * 1000.0).astype(np.float32), beats
 
 
-def write_ecg_fif(path: str | Path, data_uv: np.ndarray, beats: list[tuple[float, str]], sfreq: float = 360.0) -> None:
+def write_ecg_fif(
+    path: str | Path, data_uv: np.ndarray, beats: list[tuple[float, str]], sfreq: float = 360.0
+) -> None:
     import mne
 
     from .atomic import atomic_path
@@ -216,7 +232,9 @@ def key_pattern(key: str) -> np.ndarray:
     return pattern / np.linalg.norm(pattern)
 
 
-def _type_text(rng: np.random.Generator, text: str, start: float, typo_rate: float) -> tuple[list[Keystroke], float]:
+def _type_text(
+    rng: np.random.Generator, text: str, start: float, typo_rate: float
+) -> tuple[list[Keystroke], float]:
     """Keystrokes (pynput names) for typing `text` from `start`, with typos fixed by backspace."""
     keys: list[Keystroke] = []
     time = start
@@ -313,7 +331,9 @@ class SyntheticConfig:
     ecg_record_s: float = 60.0
 
 
-def write_default_dataset(root: str | Path, config: SyntheticConfig | None = None, progress: bool = True) -> Path:
+def write_default_dataset(
+    root: str | Path, config: SyntheticConfig | None = None, progress: bool = True
+) -> Path:
     """Write the synthetic EEG (FIF), ECG (FIF) and sEMG (emg2qwerty HDF5) files under `root`.
 
     Deterministic: the same config writes byte-identical signals. Existing files are kept.
@@ -325,7 +345,9 @@ def write_default_dataset(root: str | Path, config: SyntheticConfig | None = Non
     jobs = []
     for s in range(config.eeg_subjects):
         for r in range(config.eeg_runs):
-            jobs.append(("eeg", root / "eeg" / f"S{s + 1:03d}R{r + 1:02d}_imagery_raw.fif", (s, r, "imagery")))
+            jobs.append(
+                ("eeg", root / "eeg" / f"S{s + 1:03d}R{r + 1:02d}_imagery_raw.fif", (s, r, "imagery"))
+            )
         if config.eeg_eyes:
             for task in ("eyes_open", "eyes_closed"):
                 jobs.append(("eeg", root / "eeg" / f"S{s + 1:03d}_{task}_raw.fif", (s, 100, task)))
@@ -370,5 +392,7 @@ def _write_emg_index(folder: Path, sessions: list[tuple[int, int]], config: Synt
     )
     write_split(folder / "splits" / "generic.yaml", generic, users)
     if len(held_out) >= 3:
-        personal = Split(train=held_out[:-2], val=held_out[-2:-1], test=held_out[-1:], user=users[held_out[0]])
+        personal = Split(
+            train=held_out[:-2], val=held_out[-2:-1], test=held_out[-1:], user=users[held_out[0]]
+        )
         write_split(folder / "splits" / "user0.yaml", personal, users)

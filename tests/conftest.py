@@ -9,10 +9,21 @@ import pytest
 
 from data_prep.synthetic import SyntheticConfig, write_default_dataset
 
-REAL = Path(os.environ.get("BIOTOK_REAL_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"))
+REAL = Path(
+    os.environ.get(
+        "BIOTOK_REAL_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+    )
+)
 
 TINY_SYNTHETIC = SyntheticConfig(
-    eeg_subjects=2, eeg_runs=1, eeg_run_s=24.0, emg_users=2, emg_sessions=3, emg_session_s=16.0, ecg_records=1, ecg_record_s=20.0
+    eeg_subjects=2,
+    eeg_runs=1,
+    eeg_run_s=24.0,
+    emg_users=2,
+    emg_sessions=3,
+    emg_session_s=16.0,
+    ecg_records=1,
+    ecg_record_s=20.0,
 )
 
 

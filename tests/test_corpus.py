@@ -81,7 +81,10 @@ def test_bad_file_raises_without_leftovers_or_is_skipped_and_listed(synthetic_ro
 
 
 def test_prepare_the_shared_real_recordings(real, tmp_path):
-    reports = {r.name: r for r in run(PrepareArgs(sources="shared_real", root=str(real), out=str(tmp_path), progress=False))}
+    reports = {
+        r.name: r
+        for r in run(PrepareArgs(sources="shared_real", root=str(real), out=str(tmp_path), progress=False))
+    }
     assert set(reports) == {"eegbci", "grabmyo", "myo", "ecg"}
     assert all(not r.skipped_files for r in reports.values())
     corpora = load_corpora(tmp_path)
@@ -92,7 +95,12 @@ def test_prepare_the_shared_real_recordings(real, tmp_path):
     assert set(eeg.column("subject")) == {"001", "002", "003"}
     assert eeg[0]["signal"].shape == (64, 800)
     grab = corpora["grabmyo"]
-    assert Counter(grab.column("label")) == {"wrist_extension": 6, "wrist_flexion": 6, "hand_open": 6, "hand_close": 6}
+    assert Counter(grab.column("label")) == {
+        "wrist_extension": 6,
+        "wrist_flexion": 6,
+        "hand_open": 6,
+        "hand_close": 6,
+    }
     assert grab[0]["signal"].shape == (28, 2000) and grab[0]["sfreq"] == 1000.0
     myo = corpora["myo"]
     assert set(myo.column("subject")) == {"Female0", "Female1", "Male0", "Male1", "libemg"}
@@ -105,13 +113,17 @@ def test_prepare_the_shared_real_recordings(real, tmp_path):
 
 def test_mixed_corpus_follows_weights_and_resumes_exactly(synthetic_corpora):
     corpora = load_corpora(synthetic_corpora)
-    mixed = MixedCorpus(corpora, {"eeg_synthetic": 0.6, "emg_synthetic": 0.3, "ecg_synthetic": 0.1}, batch_size=4, seed=3)
+    mixed = MixedCorpus(
+        corpora, {"eeg_synthetic": 0.6, "emg_synthetic": 0.3, "ecg_synthetic": 0.1}, batch_size=4, seed=3
+    )
     picks = Counter(mixed.next_indices()[0] for _ in range(2000))
     assert picks["eeg_synthetic"] / 2000 == pytest.approx(0.6, abs=0.04)
     assert picks["ecg_synthetic"] / 2000 == pytest.approx(0.1, abs=0.03)
     state = mixed.state_dict()
     ahead = [mixed.next_indices() for _ in range(20)]
-    resumed = MixedCorpus(corpora, {"eeg_synthetic": 0.6, "emg_synthetic": 0.3, "ecg_synthetic": 0.1}, batch_size=4, seed=3)
+    resumed = MixedCorpus(
+        corpora, {"eeg_synthetic": 0.6, "emg_synthetic": 0.3, "ecg_synthetic": 0.1}, batch_size=4, seed=3
+    )
     resumed.load_state_dict(json.loads(json.dumps(state)))  # the state survives JSON
     assert [resumed.next_indices() for _ in range(20)] == ahead
     # each window once per epoch
@@ -125,8 +137,24 @@ def test_mixed_corpus_follows_weights_and_resumes_exactly(synthetic_corpora):
 
 def test_collate_pads_montages():
     items = [
-        {"signal": np.ones((3, 10), np.float32), "ch_pos": np.zeros((3, 3), np.float32), "ch_names": list("abc"), "modality": "eeg", "sfreq": 200.0, "label": "x", "subject": "1"},
-        {"signal": np.ones((5, 10), np.float32), "ch_pos": np.zeros((5, 3), np.float32), "ch_names": list("abcde"), "modality": "eeg", "sfreq": 200.0, "label": "y", "subject": "2"},
+        {
+            "signal": np.ones((3, 10), np.float32),
+            "ch_pos": np.zeros((3, 3), np.float32),
+            "ch_names": list("abc"),
+            "modality": "eeg",
+            "sfreq": 200.0,
+            "label": "x",
+            "subject": "1",
+        },
+        {
+            "signal": np.ones((5, 10), np.float32),
+            "ch_pos": np.zeros((5, 3), np.float32),
+            "ch_names": list("abcde"),
+            "modality": "eeg",
+            "sfreq": 200.0,
+            "label": "y",
+            "subject": "2",
+        },
     ]
     batch = collate_windows(items)
     assert batch["signal"].shape == (2, 5, 10) and batch["channel_mask"].sum().item() == 8
@@ -134,9 +162,15 @@ def test_collate_pads_montages():
 
 
 def test_cli_help_and_clear_errors(tmp_path):
-    for cmd in (["biotok", "--help"], ["biotok", "prepare", "--help"], [sys.executable, "-m", "data_prep.prepare", "--help"]):
+    for cmd in (
+        ["biotok", "--help"],
+        ["biotok", "prepare", "--help"],
+        [sys.executable, "-m", "data_prep.prepare", "--help"],
+    ):
         out = subprocess.run(cmd, capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
     assert "prepare" in subprocess.run(["biotok", "--help"], capture_output=True, text=True).stdout
-    bad = subprocess.run(["biotok", "prepare", "--sources", "nope", "--out", str(tmp_path)], capture_output=True, text=True)
+    bad = subprocess.run(
+        ["biotok", "prepare", "--sources", "nope", "--out", str(tmp_path)], capture_output=True, text=True
+    )
     assert bad.returncode == 2 and "nope" in bad.stderr and "Traceback" not in bad.stderr

@@ -10,9 +10,13 @@ from data_prep.recording import Event, Recording
 def sines(freqs_amps, sfreq=500.0, seconds=20.0, n_channels=2, modality="eeg", names=None, unit="uV"):
     t = np.arange(int(sfreq * seconds)) / sfreq
     x = sum(a * np.sin(2 * np.pi * f * t) for f, a in freqs_amps)
-    noise = 1e-3 * max(a for _, a in freqs_amps) * np.random.default_rng(0).standard_normal((n_channels, t.size))
+    noise = (
+        1e-3 * max(a for _, a in freqs_amps) * np.random.default_rng(0).standard_normal((n_channels, t.size))
+    )
     data = np.tile(x, (n_channels, 1)) + noise
-    return Recording(data.astype(np.float32), sfreq, names or [f"ch{i}" for i in range(n_channels)], unit, modality)
+    return Recording(
+        data.astype(np.float32), sfreq, names or [f"ch{i}" for i in range(n_channels)], unit, modality
+    )
 
 
 def band_amplitude(x, sfreq, f):
@@ -73,7 +77,10 @@ def test_rate_channels_length_and_modality_are_checked():
     with pytest.raises(BiosignalError, match="below the 900.0 Hz"):
         preprocess(sines([(10.0, 1.0)], sfreq=500.0, modality="emg", unit="adu"), "emg")
     with pytest.raises(BiosignalError, match=r"missing required channels \['Oz'\]"):
-        preprocess(sines([(10.0, 1.0)], names=["C3", "C4"]), get_preset({"base": "eeg", "required_channels": ["C3", "Oz"]}))
+        preprocess(
+            sines([(10.0, 1.0)], names=["C3", "C4"]),
+            get_preset({"base": "eeg", "required_channels": ["C3", "Oz"]}),
+        )
     with pytest.raises(BiosignalError, match="shorter than one"):
         preprocess(sines([(10.0, 1.0)], seconds=0.5), "eeg")
     with pytest.raises(BiosignalError, match="preset 'ecg' is for ecg"):
@@ -111,4 +118,6 @@ def test_windows_take_labels_from_events():
     assert [w.label for w in ws] == ["", "left", "right"]
     assert ws[1].start == 4.0 and ws[1].data.shape == (2, 800)
     assert [e["description"] for e in ws[1].events] == ["T1"]
-    assert [e["description"] for e in ws[2].events] == ["T1", "T2"] and ws[2].events[1]["onset"] == pytest.approx(0.2)
+    assert [e["description"] for e in ws[2].events] == ["T1", "T2"] and ws[2].events[1][
+        "onset"
+    ] == pytest.approx(0.2)

@@ -62,14 +62,20 @@ def test_wfdb_ecg_with_beat_annotations(real):
 
 
 def test_wfdb_emg_drops_unused_inputs_and_refuses_truncated(real, tmp_path):
-    rec = read_wfdb(real / "grabmyo" / "session1_participant1_gesture11_trial1", "emg", exclude=["U1", "U2", "U3", "U4"])
+    rec = read_wfdb(
+        real / "grabmyo" / "session1_participant1_gesture11_trial1", "emg", exclude=["U1", "U2", "U3", "U4"]
+    )
     assert rec.data.shape == (28, 10240) and rec.sfreq == 2048.0
     forearm_rms_mv = np.sqrt((rec.data[:16].astype(np.float64) ** 2).mean()) / 1000
     assert forearm_rms_mv == pytest.approx(0.2013, abs=0.002)  # the README's verified figure
     for suffix in (".hea", ".dat"):
-        shutil.copy(real / "grabmyo" / f"session1_participant1_gesture11_trial1{suffix}", tmp_path / f"r{suffix}")
+        shutil.copy(
+            real / "grabmyo" / f"session1_participant1_gesture11_trial1{suffix}", tmp_path / f"r{suffix}"
+        )
     (tmp_path / "r.dat").write_bytes((tmp_path / "r.dat").read_bytes()[:-5000])
-    (tmp_path / "r.hea").write_text((tmp_path / "r.hea").read_text().replace("session1_participant1_gesture11_trial1", "r"))
+    (tmp_path / "r.hea").write_text(
+        (tmp_path / "r.hea").read_text().replace("session1_participant1_gesture11_trial1", "r")
+    )
     with pytest.raises(BiosignalError, match="truncated"):
         read_wfdb(tmp_path / "r", "emg")
 
@@ -78,7 +84,14 @@ def test_array_readers_real_myo_csv_and_binary(real, tmp_path):
     csv = read_array(real / "libemg_onesubject_myo" / "trial_1" / "R_0_C_3.csv", 200, MYO_CH, "adu", "emg")
     assert csv.data.shape[0] == 8 and 598 <= csv.data.shape[1] <= 610
     assert csv.data.min() >= -128 and csv.data.max() <= 127
-    dat = read_array(real / "myo-armband" / "PreTrainingDataset" / "Male0" / "training0" / "classe_5.dat", 200, MYO_CH, "adu", "emg", dtype="<i2")
+    dat = read_array(
+        real / "myo-armband" / "PreTrainingDataset" / "Male0" / "training0" / "classe_5.dat",
+        200,
+        MYO_CH,
+        "adu",
+        "emg",
+        dtype="<i2",
+    )
     assert dat.data.shape[0] == 8 and 990 <= dat.data.shape[1] <= 1010
     with pytest.raises(BiosignalError, match="layout='channels_times'"):
         np.save(tmp_path / "x.npy", np.zeros((8, 100)))
@@ -90,7 +103,13 @@ def test_array_readers_real_myo_csv_and_binary(real, tmp_path):
         read_array(tmp_path / "two.npz", 200, MYO_CH, "adu", "emg")
     assert read_array(tmp_path / "two.npz", 200, MYO_CH, "adu", "emg", key="b").data.mean() == 1.0
     with pytest.raises(BiosignalError, match="dtype"):
-        read_array(real / "myo-armband" / "PreTrainingDataset" / "Male0" / "training0" / "classe_5.dat", 200, MYO_CH, "adu", "emg")
+        read_array(
+            real / "myo-armband" / "PreTrainingDataset" / "Male0" / "training0" / "classe_5.dat",
+            200,
+            MYO_CH,
+            "adu",
+            "emg",
+        )
     with pytest.raises(BiosignalError, match="unit"):
         read_array(tmp_path / "x.npy", 200, MYO_CH, "furlongs", "emg", layout="channels_times")
     with pytest.raises(BiosignalError, match="duplicated"):
@@ -144,10 +163,21 @@ def _edit(path, fn):
     [
         (lambda f: f["emg2qwerty"].attrs.__delitem__("keystrokes"), "attrs"),
         (lambda f: f["emg2qwerty"].attrs.__setitem__("keystrokes", "[{not json"), "keystrokes"),
-        (lambda f: f["emg2qwerty"].attrs.__setitem__("keystrokes", '[{"key": "a", "start": 1.0, "end": 1.1}]'), "keystrokes[0]"),
+        (
+            lambda f: f["emg2qwerty"].attrs.__setitem__(
+                "keystrokes", '[{"key": "a", "start": 1.0, "end": 1.1}]'
+            ),
+            "keystrokes[0]",
+        ),
         (lambda f: f["emg2qwerty"].attrs.__setitem__("prompts", '[{"start": 1.0}]'), "prompts[0]"),
         (lambda f: f.move("emg2qwerty", "other"), "emg2qwerty"),
-        (lambda f: (f["emg2qwerty"].__delitem__("timeseries"), f["emg2qwerty"].create_dataset("timeseries", data=np.zeros((10, 33))))[1], "timeseries"),
+        (
+            lambda f: (
+                f["emg2qwerty"].__delitem__("timeseries"),
+                f["emg2qwerty"].create_dataset("timeseries", data=np.zeros((10, 33))),
+            )[1],
+            "timeseries",
+        ),
     ],
 )
 def test_emg2qwerty_refuses_bad_files(session, tmp_path, mutate, field):
@@ -173,7 +203,9 @@ def test_emg2qwerty_refuses_truncated_and_empty(session, tmp_path):
 def test_emg2qwerty_metadata_and_split_round_trip(session, tmp_path):
     write_metadata(tmp_path / "metadata.csv", [session])
     rows = read_metadata(tmp_path / "metadata.csv")
-    assert rows[0]["session"] == session.session_name and int(rows[0]["num_keystrokes"]) == len(session.keystrokes)
+    assert rows[0]["session"] == session.session_name and int(rows[0]["num_keystrokes"]) == len(
+        session.keystrokes
+    )
     split = Split(train=["a", "b"], val=["c"], test=["d"], user="42")
     write_split(tmp_path / "user0.yaml", split, {k: "42" for k in "abcd"})
     assert read_split(tmp_path / "user0.yaml") == split

@@ -22,7 +22,10 @@ def test_eeg_has_1_over_f_alpha_and_lateralised_erd():
     run = make_eeg_run(0, 0, "imagery", 120.0)
     sfreq, names = run.sfreq, run.ch_names
     # 1/f background: power falls with frequency
-    p = band_power(run.data_uv[names.index("Fz")], sfreq, 2, 4), band_power(run.data_uv[names.index("Fz")], sfreq, 30, 40)
+    p = (
+        band_power(run.data_uv[names.index("Fz")], sfreq, 2, 4),
+        band_power(run.data_uv[names.index("Fz")], sfreq, 30, 40),
+    )
     assert p[0] > 5 * p[1]
     c3, c4 = names.index("C3"), names.index("C4")
     mu = {"T0": [], "T1": [], "T2": []}
@@ -30,7 +33,9 @@ def test_eeg_has_1_over_f_alpha_and_lateralised_erd():
         seg = run.data_uv[:, int((onset + 1) * sfreq) : int((onset + duration) * sfreq)]
         mu[kind].append(band_power(seg[[c3, c4]], sfreq, 8, 30))
     rest, left, right = (np.mean(mu[k], axis=0) for k in ("T0", "T1", "T2"))
-    assert left[1] < 0.7 * rest[1] and left[0] > 0.8 * rest[0]  # left fist: right hemisphere (C4) desynchronises
+    assert (
+        left[1] < 0.7 * rest[1] and left[0] > 0.8 * rest[0]
+    )  # left fist: right hemisphere (C4) desynchronises
     assert right[0] < 0.7 * rest[0] and right[1] > 0.8 * rest[1]
     opened, closed = make_eeg_run(0, 100, "eyes_open", 30.0), make_eeg_run(0, 100, "eyes_closed", 30.0)
     oz = names.index("Oz")
@@ -43,9 +48,11 @@ def test_emg_bursts_are_keystroke_locked_and_key_specific():
     keys = [k for k in session.keystrokes if 0.2 < k.start - t0 < 39.8]
     assert len(keys) > 100
     assert {"Key.space", "Key.enter"} <= {k.key for k in keys}
+
     def rms_at(time):
         i = int((time - t0) * 2000)
         return np.sqrt((emg[:, i - 140 : i + 80] ** 2).mean(axis=1))
+
     locked = np.mean([rms_at(k.start) for k in keys], axis=0).mean()
     quiet = np.sqrt((emg[:, : int(0.8 * 2000)] ** 2).mean())  # before the first prompt starts
     assert locked > 2 * quiet
