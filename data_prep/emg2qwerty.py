@@ -20,6 +20,7 @@ import yaml
 
 from .atomic import atomic_path
 from .errors import BiosignalError
+from .readers import require_file
 from .recording import Event, Recording
 
 SFREQ = 2000.0
@@ -102,11 +103,7 @@ def read_session(path: str | Path) -> Session:
     """Read one session file, checking every required field."""
     import h5py
 
-    path = Path(path)
-    if not path.exists():
-        raise BiosignalError(path, "path", "file does not exist")
-    if path.stat().st_size == 0:
-        raise BiosignalError(path, "size", "file is empty")
+    path = require_file(path)
     try:
         f = h5py.File(path, "r")
     except OSError as err:

@@ -8,7 +8,6 @@ emg2qwerty HDF5 sessions live in `data_prep.emg2qwerty`.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,16 @@ from .recording import UNIT_TO_UV, Event, Recording
 
 # MNE channel types that hold signal of each modality
 _MNE_TYPES = {"eeg": {"eeg"}, "emg": {"emg"}, "ecg": {"ecg"}}
+
+
+def require_file(path: str | Path) -> Path:
+    """The path, if it names a non-empty file; else a clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise BiosignalError(path, "path", "file does not exist")
+    if path.stat().st_size == 0:
+        raise BiosignalError(path, "size", "file is empty")
+    return path
 
 
 def check_edf_size(path: str | Path) -> None:
@@ -84,11 +93,7 @@ def read_mne(
     """
     import mne
 
-    path = Path(path)
-    if not path.exists():
-        raise BiosignalError(path, "path", "file does not exist")
-    if path.stat().st_size == 0:
-        raise BiosignalError(path, "size", "file is empty")
+    path = require_file(path)
     if path.suffix.lower() in (".edf", ".bdf"):
         check_edf_size(path)
     try:
@@ -248,11 +253,7 @@ def read_array(
     anything else as headerless interleaved binary of `dtype` (e.g. the Myo armband's "<i2").
     layout: "times_channels" (one row per sample) or "channels_times".
     """
-    path = Path(path)
-    if not path.exists():
-        raise BiosignalError(path, "path", "file does not exist")
-    if path.stat().st_size == 0:
-        raise BiosignalError(path, "size", "file is empty")
+    path = require_file(path)
     if layout not in ("times_channels", "channels_times"):
         raise BiosignalError(path, "layout", f"expected 'times_channels' or 'channels_times', got {layout!r}")
     n_channels = len(ch_names)
@@ -301,7 +302,3 @@ def read_array(
         session=session,
         source=str(path),
     )
-
-
-def file_size(path: str | Path) -> int:
-    return os.stat(path).st_size
