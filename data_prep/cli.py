@@ -8,6 +8,7 @@ import sys
 # subcommand words -> (module with main(argv), one-line help); later stages add theirs here
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("prepare",): ("data_prep.prepare", "build corpora from real files or the embedded synthetic data"),
+    ("tokenizer", "train"): ("tokenizer.train", "train the multi-scale RVQ tokenizer on prepared corpora"),
 }
 
 

@@ -329,6 +329,30 @@ class Corpus:
     def name(self) -> str:
         return self.info["name"]
 
+    def select(self, indices) -> Corpus:
+        """A view of some windows (e.g. held-out subjects), sharing the memory-mapped shards."""
+        view = object.__new__(Corpus)
+        view.path, view.info, view.preset = self.path, self.info, self.preset
+        view.dataset = self.dataset.select(list(indices))
+        view._numpy = view.dataset.with_format("numpy", columns=["signal"], output_all_columns=True)
+        return view
+
+    def split_by_subject(self, holdout_fraction: float) -> tuple[Corpus, Corpus]:
+        """(train, held-out) views; whole subjects are held out, chosen by a hash of their names.
+
+        With a single subject nothing can be held out and the held-out view is empty."""
+        import hashlib
+
+        subjects = self.column("subject")
+        unique = sorted(set(subjects), key=lambda s: hashlib.sha256(s.encode()).hexdigest())
+        n_out = int(round(holdout_fraction * len(unique))) if len(unique) > 1 else 0
+        if len(unique) > 1 and holdout_fraction > 0:
+            n_out = max(1, n_out)
+        held = set(unique[:n_out])
+        train = [i for i, s in enumerate(subjects) if s not in held]
+        test = [i for i, s in enumerate(subjects) if s in held]
+        return self.select(train), self.select(test)
+
     def __len__(self) -> int:
         return len(self.dataset)
 

@@ -1,0 +1,153 @@
+"""`TokenizerConfig`: every size and per-modality setting of the tokenizer, saved as config.json."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from transformers import PretrainedConfig
+
+from data_prep.presets import PRESETS
+
+# first/second conv kernel per scale (NeuroRVQ's EEG branches); EMG gets longer kernels
+DEFAULT_KERNELS = {
+    "eeg": [[21, 9], [15, 7], [9, 5], [5, 3]],
+    "emg": [[41, 17], [25, 11], [13, 7], [5, 3]],
+    "emg_200hz": [[11, 5], [7, 5], [5, 3], [3, 3]],
+    "ecg": [[11, 5], [7, 5], [5, 3], [3, 3]],
+}
+
+SIZES = {
+    # tests and CPU demos
+    "tiny": dict(
+        d_model=32,
+        n_layers=2,
+        n_heads=2,
+        n_decoder_layers=1,
+        code_dim=16,
+        codebook_size=64,
+        n_levels=4,
+        branch_channels=8,
+    ),
+    "small": dict(
+        d_model=128,
+        n_layers=4,
+        n_heads=4,
+        n_decoder_layers=2,
+        code_dim=64,
+        codebook_size=1024,
+        n_levels=8,
+        branch_channels=16,
+    ),
+    # NeuroRVQ's sizes
+    "base": dict(
+        d_model=200,
+        n_layers=12,
+        n_heads=10,
+        n_decoder_layers=3,
+        code_dim=128,
+        codebook_size=8192,
+        n_levels=8,
+        branch_channels=32,
+    ),
+}
+
+
+class TokenizerConfig(PretrainedConfig):
+    """Tokenizer settings. `modalities` maps a name to {"preset": preset dict, "kernels": [[k1, k2], ...]};
+    every modality has the same number of scales (kernel pairs). `channel_vocab` lists the
+    "modality:name" channels the model knows (index 0 is padding)."""
+
+    model_type = "biotok_tokenizer"
+
+    def __init__(
+        self,
+        modalities: dict | None = None,
+        channel_vocab: list[str] | None = None,
+        d_model: int = 128,
+        n_layers: int = 4,
+        n_heads: int = 4,
+        n_decoder_layers: int = 2,
+        code_dim: int = 64,
+        codebook_size: int = 1024,
+        n_levels: int = 8,
+        branch_channels: int = 16,
+        pool_len: int = 8,
+        max_patches: int = 64,
+        dropout: float = 0.0,
+        ema_decay: float = 0.99,
+        dead_code_threshold: float = 0.1,
+        quantizer_dropout: float = 0.5,
+        kmeans_iters: int = 10,
+        commitment_weight: float = 0.25,
+        phase_penalty: float = 0.1,
+        time_loss_weight: float = 1.0,
+        **kwargs,
+    ):
+        if modalities is None:
+            modalities = {
+                name: {"preset": PRESETS[name].to_dict(), "kernels": DEFAULT_KERNELS[name]}
+                for name in ("eeg", "emg", "ecg")
+            }
+        n_scales = {len(m["kernels"]) for m in modalities.values()}
+        if len(n_scales) != 1:
+            raise ValueError(f"every modality needs the same number of scales, got {n_scales}")
+        if d_model % n_heads:
+            raise ValueError(f"d_model {d_model} is not divisible by n_heads {n_heads}")
+        self.modalities = modalities
+        self.channel_vocab = list(channel_vocab or [])
+        self.d_model, self.n_layers, self.n_heads = d_model, n_layers, n_heads
+        self.n_decoder_layers = n_decoder_layers
+        self.code_dim, self.codebook_size, self.n_levels = code_dim, codebook_size, n_levels
+        self.branch_channels, self.pool_len, self.max_patches = branch_channels, pool_len, max_patches
+        self.dropout = dropout
+        self.ema_decay, self.dead_code_threshold = ema_decay, dead_code_threshold
+        self.quantizer_dropout, self.kmeans_iters = quantizer_dropout, kmeans_iters
+        self.commitment_weight, self.phase_penalty, self.time_loss_weight = (
+            commitment_weight,
+            phase_penalty,
+            time_loss_weight,
+        )
+        super().__init__(**kwargs)
+
+    @property
+    def n_scales(self) -> int:
+        return len(next(iter(self.modalities.values()))["kernels"])
+
+    @classmethod
+    def from_size(
+        cls, size: str, presets: list[str] | None = None, channel_vocab: list[str] | None = None, **overrides
+    ) -> TokenizerConfig:
+        """A named size ("tiny", "small", "base") for the given presets (default eeg, emg, ecg)."""
+        if size not in SIZES:
+            raise ValueError(f"unknown size {size!r}; known: {sorted(SIZES)}")
+        presets = presets or ["eeg", "emg", "ecg"]
+        modalities = {}
+        for name in presets:
+            preset = PRESETS[name]
+            modalities[name] = {"preset": preset.to_dict(), "kernels": DEFAULT_KERNELS[name]}
+        return cls(modalities=modalities, channel_vocab=channel_vocab, **{**SIZES[size], **overrides})
+
+    def bits_per_token(self) -> float:
+        """Bits of one patch token: every scale and level indexes a codebook."""
+        import math
+
+        return self.n_scales * self.n_levels * math.log2(self.codebook_size)
+
+    def bits_per_channel_second(self, modality: str, n_levels: int | None = None) -> float:
+        import math
+
+        preset = self.modalities[modality]["preset"]
+        tokens_per_second = preset["sfreq"] / preset["patch_len"]
+        return tokens_per_second * self.n_scales * (n_levels or self.n_levels) * math.log2(self.codebook_size)
+
+    def config_hash(self) -> str:
+        """A hash of everything that changes the codes (sizes, presets, vocabulary)."""
+        keys = sorted(
+            k
+            for k in self.to_dict()
+            if k not in ("transformers_version", "architectures", "torch_dtype", "dtype")
+        )
+        return hashlib.sha256(
+            json.dumps({k: self.to_dict()[k] for k in keys}, sort_keys=True).encode()
+        ).hexdigest()[:16]

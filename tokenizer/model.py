@@ -1,0 +1,405 @@
+"""The multi-scale patch tokenizer: patches -> conv branches -> one transformer pass -> per-scale RVQ
+-> decoder -> each patch's Fourier amplitude and phase -> signal.
+
+Shapes: B batch, C channels, P patches per channel, L patch length, S scales, Q RVQ levels.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+
+from .config import TokenizerConfig
+from .rvq import ResidualVQ
+
+
+class Attention(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, dropout: float):
+        super().__init__()
+        self.n_heads, self.dropout = n_heads, dropout
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+        head = d_model // n_heads
+        self.q_norm, self.k_norm = nn.LayerNorm(head), nn.LayerNorm(head)  # QK-norm keeps logits tame
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(
+            self.q_norm(q),
+            self.k_norm(k),
+            v,
+            attn_mask=attn_mask,
+            dropout_p=self.dropout if self.training else 0.0,
+        )
+        return self.out(y.transpose(1, 2).reshape(b, t, d))
+
+
+class Block(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, dropout: float):
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        self.attn = Attention(d_model, n_heads, dropout)
+        self.mlp = nn.Sequential(
+            nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model), nn.Dropout(dropout)
+        )
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), attn_mask)
+        return x + self.mlp(self.ln2(x))
+
+
+class Transformer(nn.Module):
+    """Pre-LayerNorm encoder. attn_mask `(B, 1, 1, T)` bool, True = attend."""
+
+    def __init__(self, d_model: int, n_layers: int, n_heads: int, dropout: float = 0.0):
+        super().__init__()
+        self.blocks = nn.ModuleList(Block(d_model, n_heads, dropout) for _ in range(n_layers))
+        self.ln = nn.LayerNorm(d_model)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x, attn_mask)
+        return self.ln(x)
+
+
+class ConvBranch(nn.Module):
+    """One temporal scale: two convolutions over a patch's samples, pooled to one embedding."""
+
+    def __init__(self, kernels: tuple[int, int], channels: int, pool_len: int, d_model: int):
+        super().__init__()
+        groups = max(1, min(4, channels // 2))
+        k1, k2 = kernels
+        self.net = nn.Sequential(
+            nn.Conv1d(1, channels, k1, padding=k1 // 2),
+            nn.GroupNorm(groups, channels),
+            nn.GELU(),
+            nn.Conv1d(channels, channels, k2, padding=k2 // 2),
+            nn.GroupNorm(groups, channels),
+            nn.GELU(),
+            nn.AdaptiveAvgPool1d(pool_len),
+            nn.Flatten(),
+            nn.Linear(channels * pool_len, d_model),
+        )
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        """`(N, L)` -> `(N, d_model)`"""
+        return self.net(patches.unsqueeze(1))
+
+
+@dataclass
+class TokenizerOutput:
+    loss: torch.Tensor
+    losses: dict[str, torch.Tensor]
+    codes: torch.Tensor  # (B, C, P, S, Q)
+    reconstruction: torch.Tensor  # (B, C, P, L) patches rebuilt from the codes
+    counts: torch.Tensor  # (S, Q, K) code uses in this batch
+    expired: torch.Tensor  # (S, Q) codes restarted in this step
+
+
+@dataclass
+class Encoding:
+    """What `encode` returns and `decode` needs: the codes and how to undo the preprocessing."""
+
+    codes: torch.Tensor  # (B, C, P, S, Q) long
+    modality: str
+    ch_names: list[str]
+    sfreq: float  # the input's rate
+    n_times: int  # the input's length in samples
+    scale_center: np.ndarray  # (B, C)
+    scale_spread: np.ndarray  # (B, C)
+    unit: str
+
+
+class BiotokTokenizer(PreTrainedModel):
+    """Multi-scale RVQ patch tokenizer. `forward` trains; `encode`/`decode` convert signal <-> codes."""
+
+    config_class = TokenizerConfig
+    base_model_prefix = "tokenizer"
+    main_input_name = "patches"
+    _keep_in_fp32_modules = ["quantizers"]
+
+    def __init__(self, config: TokenizerConfig):
+        super().__init__(config)
+        d, s = config.d_model, config.n_scales
+        self.modality_names = list(config.modalities)
+        self.stems = nn.ModuleDict(
+            {
+                name: nn.ModuleList(
+                    ConvBranch(tuple(k), config.branch_channels, config.pool_len, d) for k in spec["kernels"]
+                )
+                for name, spec in config.modalities.items()
+            }
+        )
+        self.channel_embed = nn.Embedding(len(config.channel_vocab) + 1, d, padding_idx=0)
+        self.time_embed = nn.Embedding(config.max_patches, d)
+        self.modality_embed = nn.Embedding(len(self.modality_names), d)
+        self.scale_embed = nn.Embedding(s, d)
+        self.encoder = Transformer(d, config.n_layers, config.n_heads, config.dropout)
+        self.to_code = nn.ModuleList(
+            nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, config.code_dim)) for _ in range(s)
+        )
+        self.quantizers = nn.ModuleList(
+            ResidualVQ(
+                config.code_dim,
+                config.codebook_size,
+                config.n_levels,
+                decay=config.ema_decay,
+                dead_code_threshold=config.dead_code_threshold,
+                quantizer_dropout=config.quantizer_dropout,
+                kmeans_iters=config.kmeans_iters,
+            )
+            for _ in range(s)
+        )
+        self.from_code = nn.Linear(s * config.code_dim, d)
+        self.decoder = Transformer(d, config.n_decoder_layers, config.n_heads, config.dropout)
+        self.heads = nn.ModuleDict(
+            {
+                name: nn.Linear(d, 3 * (spec["preset"]["patch_len"] // 2 + 1))
+                for name, spec in config.modalities.items()
+            }
+        )
+        self._vocab_index = {name: i + 1 for i, name in enumerate(config.channel_vocab)}
+        # keys of `modalities` are preset names (eeg, emg, emg_200hz, ecg); channels are named by modality
+        self._modality_of = {name: spec["preset"]["modality"] for name, spec in config.modalities.items()}
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.trunc_normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.trunc_normal_(module.weight, std=0.02)
+            if module.padding_idx is not None:
+                module.weight.data[module.padding_idx].zero_()
+
+    # ------------------------------------------------------------ channels
+
+    def channel_ids(self, ch_names: list[list[str]] | list[str], modality: str) -> torch.Tensor:
+        """Vocabulary ids `(B, C)` of "modality:name" channels, 0-padded; unknown names are an error.
+
+        `modality` is a key of `config.modalities` (a preset name such as "eeg" or "emg_200hz")."""
+        self._check_modality(modality)
+        kind = self._modality_of[modality]
+        if ch_names and isinstance(ch_names[0], str):
+            ch_names = [ch_names]
+        width = max(len(names) for names in ch_names)
+        ids = torch.zeros(len(ch_names), width, dtype=torch.long)
+        for b, names in enumerate(ch_names):
+            unknown = [n for n in names if f"{kind}:{n}" not in self._vocab_index]
+            if unknown:
+                raise ValueError(
+                    f"channels {unknown} of modality {kind!r} are not in this tokenizer's vocabulary "
+                    f"({len(self.config.channel_vocab)} channels, e.g. {self.config.channel_vocab[:5]})"
+                )
+            ids[b, : len(names)] = torch.tensor([self._vocab_index[f"{kind}:{n}"] for n in names])
+        return ids.to(self.device)
+
+    # ------------------------------------------------------------ network
+
+    def _check_modality(self, modality: str) -> None:
+        if modality not in self.config.modalities:
+            raise ValueError(
+                f"modality {modality!r} not configured; this tokenizer has {self.modality_names}"
+            )
+
+    def _embed(
+        self, patches: torch.Tensor, channel_ids: torch.Tensor, modality: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patch tokens for every scale `(S, B, C*P, d)` and the attention mask `(S*B, 1, 1, C*P)`."""
+        b, c, p, length = patches.shape
+        if p > self.config.max_patches:
+            raise ValueError(f"{p} patches per channel exceed max_patches={self.config.max_patches}")
+        flat = patches.reshape(b * c * p, length)
+        tokens = torch.stack([branch(flat) for branch in self.stems[modality]])  # (S, N, d)
+        tokens = tokens.view(-1, b, c, p, self.config.d_model)
+        tokens = (
+            tokens
+            + self.channel_embed(channel_ids)[None, :, :, None]
+            + self.time_embed.weight[:p][None, None, None]
+        )
+        modality_id = self.modality_names.index(modality)
+        tokens = (
+            tokens + self.modality_embed.weight[modality_id] + self.scale_embed.weight[:, None, None, None]
+        )
+        mask = (channel_ids > 0)[:, :, None].expand(b, c, p).reshape(b, 1, 1, c * p)
+        return tokens.reshape(-1, b, c * p, self.config.d_model), mask
+
+    def _latents(
+        self, patches: torch.Tensor, channel_ids: torch.Tensor, modality: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-scale code-space latents `(S, B, C*P, code_dim)` from one encoder pass over all scales."""
+        tokens, mask = self._embed(patches, channel_ids, modality)
+        s, b, t, d = tokens.shape
+        hidden = self.encoder(tokens.reshape(s * b, t, d), mask.repeat(s, 1, 1, 1)).view(s, b, t, d)
+        return torch.stack([proj(hidden[i]) for i, proj in enumerate(self.to_code)]), mask
+
+    def _decode_latents(
+        self, quantized: torch.Tensor, channel_ids: torch.Tensor, modality: str, shape: tuple
+    ) -> tuple:
+        """Quantized `(S, B, C*P, code_dim)` -> amplitude (log1p), sin, cos, each `(B, C, P, L//2+1)`."""
+        s, b, t, _ = quantized.shape
+        _, c, p, _ = shape
+        x = self.from_code(quantized.permute(1, 2, 0, 3).reshape(b, t, -1))
+        x = (
+            x
+            + self.channel_embed(channel_ids).repeat_interleave(p, dim=1)
+            + self.time_embed.weight[:p].repeat(c, 1)[None]
+        )
+        mask = (channel_ids > 0).repeat_interleave(p, dim=1)[:, None, None, :]
+        out = self.heads[modality](self.decoder(x, mask)).view(b, c, p, 3, -1)
+        return out[..., 0, :], out[..., 1, :], out[..., 2, :]
+
+    @staticmethod
+    def spectrum_to_patches(
+        log_amp: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor, patch_len: int
+    ) -> torch.Tensor:
+        norm = torch.sqrt(sin.float() ** 2 + cos.float() ** 2).clamp(min=1e-6)
+        amp = torch.expm1(log_amp.float()).clamp(min=0)
+        return torch.fft.irfft(torch.complex(amp * cos.float() / norm, amp * sin.float() / norm), n=patch_len)
+
+    def forward(self, patches: torch.Tensor, channel_ids: torch.Tensor, modality: str) -> TokenizerOutput:
+        """patches `(B, C, P, L)` scaled signal; channel_ids `(B, C)` (0 = padding channel)."""
+        self._check_modality(modality)
+        cfg = self.config
+        latents, mask = self._latents(patches, channel_ids, modality)
+        s, b, t, dim = latents.shape
+        weights = mask.reshape(b, t).float().reshape(-1)
+        quantized, codes, counts, expired = [], [], [], []
+        commit = latents.new_zeros(())
+        for i, quantizer in enumerate(self.quantizers):
+            out = quantizer(latents[i].reshape(b * t, dim), weights)
+            quantized.append(out.quantized.view(b, t, dim))
+            codes.append(out.codes.view(b, t, -1))
+            counts.append(out.counts)
+            expired.append(out.expired)
+            commit = commit + out.commit_loss
+        quantized = torch.stack(quantized).to(latents.dtype)
+        log_amp, sin, cos = self._decode_latents(quantized, channel_ids, modality, patches.shape)
+        spectrum = torch.fft.rfft(patches.float(), dim=-1)
+        target_amp, target_phase = torch.log1p(spectrum.abs()), spectrum.angle()
+        valid = (channel_ids > 0)[:, :, None, None].float()
+        denom = valid.sum() * patches.shape[2] * log_amp.shape[-1]
+        amp_loss = ((log_amp.float() - target_amp) ** 2 * valid).sum() / denom
+        norm = torch.sqrt(sin.float() ** 2 + cos.float() ** 2).clamp(min=1e-6)
+        cosine = (sin.float() * torch.sin(target_phase) + cos.float() * torch.cos(target_phase)) / norm
+        phase_loss = ((1 - cosine) * valid).sum() / denom
+        circle = (((sin.float() ** 2 + cos.float() ** 2 - 1) ** 2) * valid).sum() / denom
+        recon = self.spectrum_to_patches(log_amp, sin, cos, patches.shape[-1])
+        time_loss = ((recon - patches.float()) ** 2 * valid).sum() / (
+            valid.sum() * patches.shape[2] * patches.shape[3]
+        )
+        loss = (
+            amp_loss
+            + phase_loss
+            + cfg.phase_penalty * circle
+            + cfg.time_loss_weight * time_loss
+            + cfg.commitment_weight * commit
+        )
+        b, c, p, _ = patches.shape
+        return TokenizerOutput(
+            loss=loss,
+            losses={"amplitude": amp_loss, "phase": phase_loss, "time": time_loss, "commit": commit},
+            codes=torch.stack(codes, dim=2).view(b, c, p, s, -1),
+            reconstruction=recon,
+            counts=torch.stack(counts),
+            expired=torch.stack(expired),
+        )
+
+    # ------------------------------------------------------------ codes <-> patches
+
+    @torch.no_grad()
+    def encode_patches(
+        self, patches: torch.Tensor, channel_ids: torch.Tensor, modality: str, n_levels: int | None = None
+    ) -> torch.Tensor:
+        """Scaled patches `(B, C, P, L)` -> codes `(B, C, P, S, Q)`. Changes no state."""
+        self._check_modality(modality)
+        latents, _ = self._latents(patches, channel_ids, modality)
+        s, b, t, dim = latents.shape
+        codes = torch.stack(
+            [q.encode(latents[i].reshape(b * t, dim), n_levels) for i, q in enumerate(self.quantizers)], dim=1
+        )
+        return codes.view(b, patches.shape[1], patches.shape[2], s, -1)
+
+    @torch.no_grad()
+    def decode_patches(self, codes: torch.Tensor, channel_ids: torch.Tensor, modality: str) -> torch.Tensor:
+        """Codes `(B, C, P, S, Q')` (any Q' <= Q levels) -> scaled patches `(B, C, P, L)`."""
+        self._check_modality(modality)
+        b, c, p, s, _ = codes.shape
+        quantized = torch.stack(
+            [q.decode(codes[:, :, :, i].reshape(b, c * p, -1)) for i, q in enumerate(self.quantizers)]
+        )
+        patch_len = self.config.modalities[modality]["preset"]["patch_len"]
+        log_amp, sin, cos = self._decode_latents(
+            quantized.to(self.dtype), channel_ids, modality, (b, c, p, patch_len)
+        )
+        return self.spectrum_to_patches(log_amp, sin, cos, patch_len)
+
+    # ------------------------------------------------------------ signal <-> codes
+
+    @torch.no_grad()
+    def encode(
+        self,
+        signal,
+        sfreq: float,
+        ch_names: list[str],
+        modality: str,
+        unit: str = "uV",
+        n_levels: int | None = None,
+    ) -> Encoding:
+        """Signal `(B, C, T)` or `(C, T)` in `unit` at `sfreq` -> `Encoding` (codes `(B, C, P, S, Q)`).
+
+        Applies the modality's preset (resampling when sfreq differs, filters, scaling) and pads the
+        last patch with zeros (with a warning saying how much).
+        """
+        from data_prep.presets import get_preset, patchify, preprocess
+        from data_prep.recording import Recording
+
+        self._check_modality(modality)
+        preset = get_preset(self.config.modalities[modality]["preset"])
+        data = signal.detach().cpu().numpy() if torch.is_tensor(signal) else np.asarray(signal)
+        if data.ndim == 2:
+            data = data[None]
+        recs = [preprocess(Recording(x, sfreq, list(ch_names), unit, preset.modality), preset) for x in data]
+        scaled = np.stack([r.data for r in recs])
+        pad = (-scaled.shape[-1]) % preset.patch_len
+        if pad:
+            warnings.warn(
+                f"padded the last patch with {pad} zero samples ({pad / preset.sfreq:.3f} s)", stacklevel=2
+            )
+        patches = torch.from_numpy(patchify(scaled, preset.patch_len, pad=True)).to(self.device, self.dtype)
+        codes = self.encode_patches(
+            patches, self.channel_ids([recs[0].ch_names] * len(recs), modality), modality, n_levels
+        )
+        return Encoding(
+            codes=codes,
+            modality=modality,
+            ch_names=recs[0].ch_names,
+            sfreq=float(sfreq),
+            n_times=data.shape[-1],
+            scale_center=np.stack([r.scale_center for r in recs]),
+            scale_spread=np.stack([r.scale_spread for r in recs]),
+            unit="uV" if unit in ("V", "mV", "uV", "µV", "nV") else unit,
+        )
+
+    @torch.no_grad()
+    def decode(self, encoding: Encoding, n_levels: int | None = None) -> np.ndarray:
+        """`Encoding` -> signal `(B, C, T)` at the input's rate, in µV (or the input's device unit)."""
+        from data_prep.presets import resample
+
+        codes = encoding.codes if n_levels is None else encoding.codes[..., :n_levels]
+        ids = self.channel_ids([encoding.ch_names] * codes.shape[0], encoding.modality)
+        patches = self.decode_patches(codes, ids, encoding.modality).float().cpu().numpy()
+        scaled = patches.reshape(*patches.shape[:2], -1)
+        signal = scaled * encoding.scale_spread[..., None] + encoding.scale_center[..., None]
+        preset_sfreq = self.config.modalities[encoding.modality]["preset"]["sfreq"]
+        n_preset = int(round(encoding.n_times * preset_sfreq / encoding.sfreq))
+        signal = resample(signal[..., :n_preset].astype(np.float64), preset_sfreq, encoding.sfreq)
+        return signal[..., : encoding.n_times].astype(np.float32)

@@ -1,0 +1,255 @@
+"""`biotok tokenizer train`: train the RVQ tokenizer on prepared corpora with Accelerate.
+
+biotok tokenizer train --corpora biotok_out/corpora --size tiny --steps 300 --out runs/tokenizer
+accelerate launch -m tokenizer.train --corpora ... --mixed_precision bf16
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from data_prep.config import parse_args
+from data_prep.corpus import Corpus, load_corpora
+from data_prep.errors import BiosignalError, ConfigError
+from data_prep.mixing import MixedCorpus
+
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .config import TokenizerConfig
+from .metrics import codebook_stats, reconstruction_metrics
+from .model import BiotokTokenizer
+
+
+@dataclass
+class TokenizerTrainArgs:
+    """Train the multi-scale RVQ tokenizer."""
+
+    corpora: list[str] = field(
+        default_factory=lambda: ["biotok_out/corpora"], metadata={"help": "prepared corpus folders"}
+    )
+    weights: str = field(
+        default="", metadata={"help": 'JSON sampling weights by corpus name, e.g. {"eegbci": 0.6}'}
+    )
+    size: str = field(default="tiny", metadata={"help": "tiny | small | base"})
+    out: str = field(default="runs/tokenizer")
+    steps: int = 300
+    batch_size: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 30
+    grad_clip: float = 1.0
+    holdout_fraction: float = field(
+        default=0.25, metadata={"help": "fraction of subjects held out per corpus"}
+    )
+    eval_every: int = 100
+    eval_batches: int = 4
+    log_every: int = 20
+    save_every: int = 100
+    resume: bool = field(default=True, metadata={"help": "continue from the newest checkpoint in --out"})
+    mixed_precision: str = field(default="no", metadata={"help": "no | bf16 | fp16"})
+    seed: int = 0
+    progress: bool = True
+
+
+def build_vocab(corpora: dict[str, Corpus]) -> list[str]:
+    names = set()
+    for corpus in corpora.values():
+        modality = corpus.preset.modality
+        for ch_names in corpus.column("ch_names"):
+            names.update(f"{modality}:{n}" for n in ch_names)
+    return sorted(names)
+
+
+def batch_patches(batch: dict, patch_len: int) -> torch.Tensor:
+    """Collated `(B, C, T)` signal -> `(B, C, P, L)` patches."""
+    b, c, t = batch["signal"].shape
+    return batch["signal"].view(b, c, t // patch_len, patch_len)
+
+
+def lr_lambda(warmup: int, total: int):
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return schedule
+
+
+@torch.no_grad()
+def evaluate(
+    model: BiotokTokenizer, corpora: dict[str, Corpus], batches: int, batch_size: int, device
+) -> dict:
+    """Held-out reconstruction per corpus (in scaled units) and codebook use over all of them."""
+    from data_prep.mixing import collate_windows
+
+    was_training = model.training
+    model.eval()
+    result, counts = {}, 0
+    for name, corpus in corpora.items():
+        if len(corpus) == 0:
+            continue
+        key = corpus.preset.name
+        step = max(1, len(corpus) // (batches * batch_size))
+        indices = list(range(0, len(corpus), step))[: batches * batch_size]
+        targets, estimates, valids = [], [], []
+        for start in range(0, len(indices), batch_size):
+            batch = collate_windows([corpus[i] for i in indices[start : start + batch_size]])
+            patches = batch_patches(batch, corpus.preset.patch_len).to(device)
+            ids = model.channel_ids(batch["ch_names"], key)
+            out = model(patches, ids, key)
+            counts = counts + out.counts
+            targets.append(batch["signal"])
+            estimates.append(out.reconstruction.reshape(batch["signal"].shape).cpu())
+            valids.append(batch["channel_mask"])
+        metrics = {}
+        for t, e, v in zip(targets, estimates, valids):
+            for k, val in reconstruction_metrics(t, e, v).items():
+                metrics.setdefault(k, []).append(val)
+        result[name] = {k: sum(v) / len(v) for k, v in metrics.items()}
+    if torch.is_tensor(counts):
+        stats = codebook_stats(counts)
+        result["codebook_used"] = float(stats["used"].mean())
+        result["codebook_perplexity"] = float(stats["perplexity"].mean())
+    model.train(was_training)
+    return result
+
+
+def train(args: TokenizerTrainArgs) -> Path:
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+    from tqdm.auto import tqdm
+
+    # our RVQ all-reduces its own EMA statistics; DDP must not overwrite them from rank 0
+    ddp = DistributedDataParallelKwargs(broadcast_buffers=False, find_unused_parameters=True)
+    accelerator = Accelerator(mixed_precision=args.mixed_precision, kwargs_handlers=[ddp])
+    torch.manual_seed(args.seed)
+    out = Path(args.out)
+    corpora = load_corpora(args.corpora)
+    train_views, eval_views = {}, {}
+    for name, corpus in corpora.items():
+        train_views[name], eval_views[name] = corpus.split_by_subject(args.holdout_fraction)
+    weights = json.loads(args.weights) if args.weights else None
+    presets = sorted({c.preset.name for c in corpora.values()})
+    config_path = out / "tokenizer_config.json"
+    if args.resume and config_path.exists():
+        config = TokenizerConfig.from_json_file(str(config_path))
+    else:
+        config = TokenizerConfig.from_size(args.size, presets=presets, channel_vocab=build_vocab(corpora))
+        for name, corpus in corpora.items():
+            config.modalities[corpus.preset.name]["preset"] = corpus.preset.to_dict()
+    model = BiotokTokenizer(config)
+    sampler = MixedCorpus(
+        train_views, weights, args.batch_size, seed=args.seed * 1000 + accelerator.process_index
+    )
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.lr,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(args.warmup_steps, args.steps))
+    start_step = 0
+    checkpoint = latest_checkpoint(out / "checkpoints") if args.resume else None
+    if checkpoint is not None:
+        state = load_checkpoint(checkpoint, model, optimizer, scheduler)
+        start_step = state["step"]
+        sampler.load_state_dict(state["samplers"][accelerator.process_index])
+        accelerator.print(f"resumed from {checkpoint} at step {start_step}")
+    model, optimizer = accelerator.prepare(model, optimizer)
+    raw_model = accelerator.unwrap_model(model)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        config.to_json_file(str(config_path))
+        (out / "train_args.json").write_text(json.dumps(asdict(args), indent=2))
+    log_path = out / "log.jsonl"
+    stream = iter(sampler)
+    bar = tqdm(
+        total=args.steps,
+        initial=start_step,
+        desc="tokenizer",
+        disable=not (args.progress and accelerator.is_main_process),
+    )
+    running, counts, started = {}, 0, time.perf_counter()
+    model.train()
+    for step in range(start_step, args.steps):
+        batch = next(stream)
+        key = corpora[batch["corpus"]].preset.name
+        patches = batch_patches(batch, corpora[batch["corpus"]].preset.patch_len).to(accelerator.device)
+        ids = raw_model.channel_ids(batch["ch_names"], key)
+        with accelerator.autocast():
+            output = model(patches, ids, key)
+        accelerator.backward(output.loss)
+        if args.grad_clip:
+            accelerator.clip_grad_norm_(model.parameters(), args.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        for k, v in {"loss": output.loss, **output.losses}.items():
+            running[k] = running.get(k, 0) + v.detach().float()
+        counts = counts + output.counts.detach()
+        done = step + 1
+        bar.update(1)
+        if done % args.log_every == 0 or done == args.steps:
+            stats = codebook_stats(counts)
+            record = {
+                "step": done,
+                "lr": scheduler.get_last_lr()[0],
+                **{k: float(v) / args.log_every for k, v in running.items()},
+            }
+            record["codebook_used"] = stats["used"].tolist()
+            record["codebook_perplexity"] = stats["perplexity"].tolist()
+            record["seconds"] = time.perf_counter() - started
+            running, counts = {}, 0
+            bar.set_postfix(
+                loss=f"{record['loss']:.3f}",
+                used=f"{sum(map(sum, record['codebook_used'])) / config.n_scales / config.n_levels:.2f}",
+            )
+            if accelerator.is_main_process:
+                with open(log_path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+        if done % args.eval_every == 0 or done == args.steps:
+            metrics = evaluate(raw_model, eval_views, args.eval_batches, args.batch_size, accelerator.device)
+            if accelerator.is_main_process:
+                with open(log_path, "a") as f:
+                    f.write(json.dumps({"step": done, "eval": metrics}) + "\n")
+                summary = ", ".join(
+                    f"{n} SNR {m['snr_db']:.1f} dB" for n, m in metrics.items() if isinstance(m, dict)
+                )
+                bar.write(f"step {done}: held-out {summary}")
+        if done % args.save_every == 0 or done == args.steps:
+            samplers = (
+                accelerator.gather_for_metrics([sampler.state_dict()], use_gather_object=True)
+                if accelerator.num_processes > 1
+                else [sampler.state_dict()]
+            )
+            if accelerator.is_main_process:
+                save_checkpoint(
+                    out / "checkpoints", raw_model, optimizer, scheduler, done, {"samplers": samplers}
+                )
+    bar.close()
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        raw_model.save_pretrained(str(out / "final"))
+    return out / "final"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(TokenizerTrainArgs, argv, prog="biotok tokenizer train")
+    try:
+        if args.size not in ("tiny", "small", "base"):
+            raise ConfigError("size", f"expected tiny, small or base, got {args.size!r}")
+        print(f"saved {train(args)}")
+    except BiosignalError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
