@@ -64,7 +64,7 @@ def save_checkpoint(
         state = {
             "step": step,
             "optimizer": opt_rest,
-            "scheduler": {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"},
+            "scheduler": scheduler.state_dict(),  # LambdaLR stores None for function lambdas: JSON-safe
             "python_random": _jsonable(random.getstate()),
             "numpy_random": _jsonable(np.random.get_state()),
             **extra,

@@ -72,7 +72,7 @@ class TokenizerConfig(PretrainedConfig):
         codebook_size: int = 1024,
         n_levels: int = 8,
         branch_channels: int = 16,
-        pool_len: int = 8,
+        pool_len: int = 25,  # samples kept per branch after pooling: enough to carry phase
         max_patches: int = 64,
         dropout: float = 0.0,
         ema_decay: float = 0.99,
@@ -81,7 +81,7 @@ class TokenizerConfig(PretrainedConfig):
         kmeans_iters: int = 10,
         commitment_weight: float = 0.25,
         phase_penalty: float = 0.1,
-        time_loss_weight: float = 1.0,
+        time_loss_weight: float = 5.0,  # the time-domain term is what makes phase learnable early
         **kwargs,
     ):
         if modalities is None:
@@ -94,7 +94,9 @@ class TokenizerConfig(PretrainedConfig):
             raise ValueError(f"every modality needs the same number of scales, got {n_scales}")
         if d_model % n_heads:
             raise ValueError(f"d_model {d_model} is not divisible by n_heads {n_heads}")
-        self.modalities = modalities
+        self.modalities = json.loads(
+            json.dumps(modalities)
+        )  # JSON form: tuples become lists, as after a reload
         self.channel_vocab = list(channel_vocab or [])
         self.d_model, self.n_layers, self.n_heads = d_model, n_layers, n_heads
         self.n_decoder_layers = n_decoder_layers
@@ -143,11 +145,11 @@ class TokenizerConfig(PretrainedConfig):
 
     def config_hash(self) -> str:
         """A hash of everything that changes the codes (sizes, presets, vocabulary)."""
-        keys = sorted(
-            k
-            for k in self.to_dict()
-            if k not in ("transformers_version", "architectures", "torch_dtype", "dtype")
-        )
+        import inspect
+
+        keys = [
+            k for k in inspect.signature(TokenizerConfig.__init__).parameters if k not in ("self", "kwargs")
+        ]
         return hashlib.sha256(
-            json.dumps({k: self.to_dict()[k] for k in keys}, sort_keys=True).encode()
+            json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True).encode()
         ).hexdigest()[:16]

@@ -128,7 +128,7 @@ class BiotokTokenizer(PreTrainedModel):
     def __init__(self, config: TokenizerConfig):
         super().__init__(config)
         d, s = config.d_model, config.n_scales
-        self.modality_names = list(config.modalities)
+        self.modality_names = sorted(config.modalities)  # JSON reloads sort keys: index by sorted name
         self.stems = nn.ModuleDict(
             {
                 name: nn.ModuleList(

@@ -52,6 +52,9 @@ class TokenizerTrainArgs:
     log_every: int = 20
     save_every: int = 100
     resume: bool = field(default=True, metadata={"help": "continue from the newest checkpoint in --out"})
+    stop_at: int = field(
+        default=0, metadata={"help": "stop after this step (0: run to --steps), e.g. for preemptible jobs"}
+    )
     mixed_precision: str = field(default="no", metadata={"help": "no | bf16 | fp16"})
     seed: int = 0
     progress: bool = True
@@ -122,6 +125,7 @@ def evaluate(
 
 
 def train(args: TokenizerTrainArgs) -> Path:
+    """Run (or resume) training; returns the folder of the final `save_pretrained` weights."""
     from accelerate import Accelerator, DistributedDataParallelKwargs
     from tqdm.auto import tqdm
 
@@ -141,7 +145,7 @@ def train(args: TokenizerTrainArgs) -> Path:
         config = TokenizerConfig.from_json_file(str(config_path))
     else:
         config = TokenizerConfig.from_size(args.size, presets=presets, channel_vocab=build_vocab(corpora))
-        for name, corpus in corpora.items():
+        for corpus in corpora.values():  # the corpora's own presets, overrides included
             config.modalities[corpus.preset.name]["preset"] = corpus.preset.to_dict()
     model = BiotokTokenizer(config)
     sampler = MixedCorpus(
@@ -177,7 +181,8 @@ def train(args: TokenizerTrainArgs) -> Path:
     )
     running, counts, started = {}, 0, time.perf_counter()
     model.train()
-    for step in range(start_step, args.steps):
+    last = min(args.steps, args.stop_at) if args.stop_at else args.steps
+    for step in range(start_step, last):
         batch = next(stream)
         key = corpora[batch["corpus"]].preset.name
         patches = batch_patches(batch, corpora[batch["corpus"]].preset.patch_len).to(accelerator.device)
@@ -222,7 +227,7 @@ def train(args: TokenizerTrainArgs) -> Path:
                     f"{n} SNR {m['snr_db']:.1f} dB" for n, m in metrics.items() if isinstance(m, dict)
                 )
                 bar.write(f"step {done}: held-out {summary}")
-        if done % args.save_every == 0 or done == args.steps:
+        if done % args.save_every == 0 or done == last:
             samplers = (
                 accelerator.gather_for_metrics([sampler.state_dict()], use_gather_object=True)
                 if accelerator.num_processes > 1
@@ -234,7 +239,7 @@ def train(args: TokenizerTrainArgs) -> Path:
                 )
     bar.close()
     accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
+    if accelerator.is_main_process and last == args.steps:
         raw_model.save_pretrained(str(out / "final"))
     return out / "final"
 

@@ -1,0 +1,92 @@
+import torch
+
+from tokenizer.rvq import ResidualVQ, nearest_codes
+
+
+def trained_rvq(dropout=0.0, steps=20, seed=0):
+    torch.manual_seed(seed)
+    rvq = ResidualVQ(8, 32, 4, quantizer_dropout=dropout, kmeans_iters=5)
+    data = torch.randn(1024, 8) * torch.linspace(0.5, 3, 8)
+    for _ in range(steps):
+        rvq(data[torch.randint(0, 1024, (256,))])
+    return rvq, data
+
+
+def test_codes_are_true_nearest_neighbours_level_by_level():
+    rvq, data = trained_rvq()
+    rvq.eval()
+    codes = rvq.encode(data)
+    residual = data.double()
+    for level in range(rvq.n_levels):
+        book = rvq.codebooks[level].double()
+        distances = torch.cdist(residual, book)
+        exact = distances.argmin(dim=1)
+        chosen = distances.gather(1, codes[:, level : level + 1]).squeeze(1)
+        # identical up to exact ties in float64
+        assert torch.allclose(chosen, distances.min(dim=1).values, rtol=1e-6, atol=1e-9)
+        assert (codes[:, level] == exact).float().mean() > 0.999
+        residual = residual - book[codes[:, level]]
+    assert torch.equal(nearest_codes(data, rvq.codebooks[0]), codes[:, 0])
+
+
+def test_residuals_are_true_residuals_and_more_levels_reconstruct_better():
+    rvq, data = trained_rvq(dropout=0.5)
+    rvq.eval()
+    codes = rvq.encode(data)
+    errors = [((rvq.decode(codes[:, :n]) - data) ** 2).mean().item() for n in range(1, 5)]
+    assert errors == sorted(errors, reverse=True) and errors[-1] < 0.6 * errors[0]
+    out = rvq(data)
+    assert torch.allclose(out.quantized, rvq.decode(out.codes), atol=1e-5)
+    # norms are kept (no per-level re-normalisation): quantized norm tracks the input norm
+    ratio = out.quantized.norm(dim=1) / data.norm(dim=1)
+    assert 0.7 < ratio.median() < 1.3
+
+
+def test_quantizer_dropout_decodes_rows_with_fewer_levels():
+    rvq, data = trained_rvq(dropout=0.5, steps=5)
+    torch.manual_seed(1)
+    books = rvq.codebooks.clone()  # the step's EMA update changes them after the lookup
+    out = rvq(data)  # training mode: half the rows use a random prefix of the levels
+    chosen = torch.stack([books[level][out.codes[:, level]] for level in range(4)])
+    prefixes = chosen.cumsum(dim=0)  # (levels, n, dim)
+    match = (prefixes - out.quantized.detach()[None]).abs().amax(dim=2) < 1e-4  # (levels, n)
+    assert match.any(dim=0).all()  # every row is exactly some prefix of its codes
+    used_levels = match.float().argmax(dim=0) + 1
+    assert 0.3 < (used_levels < 4).float().mean() < 0.5  # ~ p * (L-1)/L of the rows stop early
+
+
+def test_dead_codes_are_restarted_from_recent_residuals():
+    torch.manual_seed(0)
+    rvq = ResidualVQ(4, 16, 1, dead_code_threshold=0.5, kmeans_iters=3)
+    data = torch.randn(512, 4)
+    rvq(data)
+    rvq.codebooks[0, 3] = 1000.0  # a code no input will ever pick
+    rvq.ema_sum[0, 3] = 1000.0
+    rvq.ema_count[0, 3] = 1e-3
+    out = rvq(data)
+    assert out.expired[0] >= 1
+    assert rvq.codebooks[0, 3].abs().max() < 10  # replaced by one of the batch's residuals
+    assert torch.cdist(rvq.codebooks[0, 3:4], data).min() < 1e-4
+
+
+def test_eval_mode_never_changes_state():
+    rvq, data = trained_rvq()
+    rvq.eval()
+    before = {k: v.clone() for k, v in rvq.state_dict().items()}
+    rvq(data)
+    rvq.encode(data)
+    assert all(torch.equal(before[k], v) for k, v in rvq.state_dict().items())
+    rvq.train()
+    rvq(data)
+    assert not torch.equal(before["ema_count"], rvq.state_dict()["ema_count"])
+
+
+def test_padding_rows_do_not_update_codebooks():
+    torch.manual_seed(0)
+    rvq = ResidualVQ(4, 8, 2, kmeans_iters=3)
+    data = torch.randn(256, 4)
+    weights = torch.ones(256)
+    weights[128:] = 0
+    data[128:] = 1e6  # garbage in padded rows
+    rvq(data, weights)
+    assert rvq.codebooks.abs().max() < 100

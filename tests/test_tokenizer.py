@@ -1,0 +1,158 @@
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from data_prep.synthetic import EEG_CHANNELS, make_eeg_run
+from tokenizer.config import TokenizerConfig
+from tokenizer.model import BiotokTokenizer
+
+VOCAB = sorted({f"eeg:{n}" for n in EEG_CHANNELS} | {f"ecg:{n}" for n in ("MLII", "V5")})
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    m = BiotokTokenizer(TokenizerConfig.from_size("tiny", presets=["eeg", "ecg"], channel_vocab=VOCAB))
+    patches = torch.randn(2, len(EEG_CHANNELS), 4, 200) * 0.3
+    m(patches, m.channel_ids([EEG_CHANNELS] * 2, "eeg"), "eeg")  # k-means init of the codebooks
+    return m.eval()
+
+
+def test_save_load_round_trip_is_bit_exact(model, tmp_path):
+    model.save_pretrained(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
+    loaded, info = BiotokTokenizer.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    state, back = model.state_dict(), loaded.state_dict()
+    assert state.keys() == back.keys()
+    for key in state:
+        assert torch.equal(state[key], back[key]), key  # codebooks and EMA buffers included
+    assert loaded.config.config_hash() == model.config.config_hash()
+    patches = torch.randn(1, len(EEG_CHANNELS), 4, 200)
+    ids = model.channel_ids(EEG_CHANNELS, "eeg")
+    assert torch.equal(
+        model.encode_patches(patches, ids, "eeg"), loaded.eval().encode_patches(patches, ids, "eeg")
+    )
+
+
+def test_unknown_channels_and_modalities_are_clear_errors(model):
+    with pytest.raises(ValueError, match=r"\['Xx9'\] of modality 'eeg' are not in"):
+        model.channel_ids(["C3", "Xx9"], "eeg")
+    with pytest.raises(ValueError, match="modality 'emg' not configured"):
+        model.channel_ids(["C3"], "emg")
+    # ECG "V5" and an EEG channel of the same name would not collide: names are per modality
+    assert model.channel_ids(["V5"], "ecg").item() == VOCAB.index("ecg:V5") + 1
+
+
+def test_encode_decode_any_length_and_rate(model):
+    run = make_eeg_run(0, 0, "imagery", 9.3, sfreq=250.0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        enc = model.encode(run.data_uv, run.sfreq, run.ch_names, "eeg")
+    assert any("padded the last patch" in str(w.message) for w in caught)
+    # 9.3 s at 250 Hz -> 1860 samples at 200 Hz -> 10 patches (the last padded)
+    assert enc.codes.shape == (1, len(run.ch_names), 10, 4, 4) and enc.codes.dtype == torch.long
+    assert int(enc.codes.max()) < 64
+    signal = model.decode(enc)
+    assert signal.shape == (1, len(run.ch_names), run.data_uv.shape[1]) and np.isfinite(signal).all()
+    fewer = model.decode(enc, n_levels=1)
+    assert fewer.shape == signal.shape and not np.allclose(fewer, signal)
+    assert model.config.bits_per_token() == 4 * 4 * 6
+    assert model.config.bits_per_channel_second("eeg") == 96.0
+
+
+@pytest.fixture(scope="module")
+def eegbci_corpus(real, tmp_path_factory):
+    from data_prep.prepare import PrepareArgs, run
+
+    out = tmp_path_factory.mktemp("eegbci")
+    run(PrepareArgs(sources="shared_real", root=str(real), out=str(out), corpora=["eegbci"], progress=False))
+    return out / "eegbci"
+
+
+def _log(path):
+    import json
+
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_training_improves_held_out_real_eeg(eegbci_corpus, tmp_path):
+    from data_prep.corpus import Corpus
+    from tokenizer.train import TokenizerTrainArgs, evaluate, train
+
+    args = TokenizerTrainArgs(
+        corpora=[str(eegbci_corpus)],
+        out=str(tmp_path),
+        steps=300,
+        batch_size=8,
+        lr=3e-3,
+        warmup_steps=10,
+        eval_every=300,
+        save_every=300,
+        log_every=50,
+        holdout_fraction=0.34,
+        progress=False,
+    )
+    final = train(args)
+    _, held_out = Corpus(eegbci_corpus).split_by_subject(0.34)
+    assert set(held_out.column("subject")) and not set(held_out.column("subject")) & set(
+        Corpus(eegbci_corpus).split_by_subject(0.34)[0].column("subject")
+    )
+    trained = BiotokTokenizer.from_pretrained(final)
+    torch.manual_seed(0)
+    untrained = BiotokTokenizer(trained.config)
+    untrained.train()
+    from data_prep.mixing import collate_windows
+    from tokenizer.train import batch_patches
+
+    batch = collate_windows([held_out[i] for i in range(8)])
+    untrained(
+        batch_patches(batch, 200), untrained.channel_ids(batch["ch_names"], "eeg"), "eeg"
+    )  # k-means init, as step 0
+    before = evaluate(untrained, {"eegbci": held_out}, 2, 8, "cpu")["eegbci"]
+    after = evaluate(trained, {"eegbci": held_out}, 2, 8, "cpu")["eegbci"]
+    assert after["pcc"] > before["pcc"] + 0.15 and after["snr_db"] > before["snr_db"] + 0.5, (before, after)
+
+
+def test_resume_continues_the_same_loss_curve(eegbci_corpus, tmp_path):
+    from tokenizer.train import TokenizerTrainArgs, train
+
+    common = dict(
+        corpora=[str(eegbci_corpus)],
+        steps=12,
+        batch_size=2,
+        warmup_steps=2,
+        eval_every=100,
+        log_every=1,
+        save_every=6,
+        progress=False,
+    )
+    train(TokenizerTrainArgs(out=str(tmp_path / "straight"), **common))
+    train(TokenizerTrainArgs(out=str(tmp_path / "resumed"), stop_at=6, **common))  # as if killed after step 6
+    train(TokenizerTrainArgs(out=str(tmp_path / "resumed"), **common))
+    straight = [r["loss"] for r in _log(tmp_path / "straight" / "log.jsonl") if "loss" in r]
+    resumed = [r["loss"] for r in _log(tmp_path / "resumed" / "log.jsonl") if "loss" in r]
+    assert len(straight) == len(resumed) == 12
+    assert resumed == pytest.approx(straight, rel=1e-5)
+
+
+def test_corrupt_checkpoint_is_refused(eegbci_corpus, tmp_path):
+    from data_prep.errors import BiosignalError
+    from tokenizer.train import TokenizerTrainArgs, train
+
+    common = dict(
+        corpora=[str(eegbci_corpus)],
+        steps=4,
+        batch_size=2,
+        warmup_steps=1,
+        eval_every=100,
+        save_every=2,
+        progress=False,
+    )
+    train(TokenizerTrainArgs(out=str(tmp_path), stop_at=2, **common))
+    weights = next((tmp_path / "checkpoints").glob("step_*")) / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(BiosignalError, match="corrupt or truncated"):
+        train(TokenizerTrainArgs(out=str(tmp_path), **common))
