@@ -27,3 +27,17 @@ def parse_args(
         return args
     (args,) = parser.parse_args_into_dataclasses(args=argv)
     return args
+
+
+def run_command(dataclass_type: type[T], job, argv: list[str] | None, prog: str) -> int:
+    """Parse flags into `dataclass_type`, run `job(args)`; bad input ends with its message and exit 2,
+    not a traceback."""
+    from .errors import BiosignalError
+
+    args = parse_args(dataclass_type, argv, prog=prog)
+    try:
+        job(args)
+    except BiosignalError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0

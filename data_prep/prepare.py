@@ -12,9 +12,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import parse_args
+from .config import run_command
 from .corpus import load_sources, prepare_corpus
-from .errors import BiosignalError, ConfigError
+from .errors import ConfigError
 
 PACKAGED_SOURCES = Path(__file__).parent / "sources"
 
@@ -86,13 +86,7 @@ def run(args: PrepareArgs) -> list:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(PrepareArgs, argv, prog="biotok prepare")
-    try:
-        run(args)
-    except BiosignalError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(PrepareArgs, run, argv, prog="biotok prepare")
 
 
 if __name__ == "__main__":

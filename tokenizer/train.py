@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from data_prep.config import parse_args
+from data_prep.config import run_command
 from data_prep.corpus import Corpus, load_corpora
-from data_prep.errors import BiosignalError, ConfigError
+from data_prep.errors import ConfigError
 from data_prep.mixing import MixedCorpus
 
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -245,15 +245,12 @@ def train(args: TokenizerTrainArgs) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(TokenizerTrainArgs, argv, prog="biotok tokenizer train")
-    try:
+    def job(args: TokenizerTrainArgs) -> None:
         if args.size not in ("tiny", "small", "base"):
             raise ConfigError("size", f"expected tiny, small or base, got {args.size!r}")
         print(f"saved {train(args)}")
-    except BiosignalError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_command(TokenizerTrainArgs, job, argv, prog="biotok tokenizer train")
 
 
 if __name__ == "__main__":
