@@ -308,7 +308,7 @@ class Corpus:
             raise BiosignalError(
                 manifest, "format", f"expected corpus format {CORPUS_FORMAT}, got {self.info.get('format')}"
             )
-        self.preset = get_preset({k: v for k, v in self.info["preset"].items()})
+        self.preset = get_preset(self.info["preset"])
         parts = []
         for shard in self.info["shards"]:
             file = self.path / shard["file"]
@@ -318,12 +318,13 @@ class Corpus:
                 )
             if shard["n_windows"]:
                 parts.append(Dataset.from_file(str(file)))
-        self.dataset = (
-            concatenate_datasets(parts)
-            if parts
-            else Dataset.from_dict({k: [] for k in features()}, features=features())
-        )
-        self._numpy = self.dataset.with_format("numpy", columns=["signal"], output_all_columns=True)
+        empty = Dataset.from_dict({k: [] for k in features()}, features=features())
+        self._use(concatenate_datasets(parts) if parts else empty)
+
+    def _use(self, dataset) -> None:
+        """Hold `dataset` and its numpy-formatted view (one place for __init__ and select)."""
+        self.dataset = dataset
+        self._numpy = dataset.with_format("numpy", columns=["signal"], output_all_columns=True)
 
     @property
     def name(self) -> str:
@@ -333,16 +334,13 @@ class Corpus:
         """A view of some windows (e.g. held-out subjects), sharing the memory-mapped shards."""
         view = object.__new__(Corpus)
         view.path, view.info, view.preset = self.path, self.info, self.preset
-        view.dataset = self.dataset.select(list(indices))
-        view._numpy = view.dataset.with_format("numpy", columns=["signal"], output_all_columns=True)
+        view._use(self.dataset.select(list(indices)))
         return view
 
     def split_by_subject(self, holdout_fraction: float) -> tuple[Corpus, Corpus]:
         """(train, held-out) views; whole subjects are held out, chosen by a hash of their names.
 
         With a single subject nothing can be held out and the held-out view is empty."""
-        import hashlib
-
         subjects = self.column("subject")
         unique = sorted(set(subjects), key=lambda s: hashlib.sha256(s.encode()).hexdigest())
         n_out = int(round(holdout_fraction * len(unique))) if len(unique) > 1 else 0

@@ -150,12 +150,17 @@ def write_eeg_fif(path: str | Path, run: EEGRun) -> None:
     """Write a synthetic EEG run as an MNE FIF file (volts on disk, as FIF stores them)."""
     import mne
 
-    from .atomic import atomic_path
-
     info = mne.create_info(run.ch_names, run.sfreq, ch_types="eeg")
     raw = mne.io.RawArray(run.data_uv.astype(np.float64) * 1e-6, info, verbose="error")
     onsets, durations, descriptions = zip(*run.events) if run.events else ((), (), ())
     raw.set_annotations(mne.Annotations(list(onsets), list(durations), list(descriptions)))
+    _save_fif(path, raw)
+
+
+def _save_fif(path: str | Path, raw) -> None:
+    """Save an MNE Raw atomically."""
+    from .atomic import atomic_path
+
     with atomic_path(path) as tmp:
         # MNE insists on a FIF-like name; the temporary sibling keeps the suffix
         tmp_fif = tmp.with_name(tmp.name + "_raw.fif")
@@ -207,15 +212,10 @@ def write_ecg_fif(
 ) -> None:
     import mne
 
-    from .atomic import atomic_path
-
     info = mne.create_info(["MLII", "V5"], sfreq, ch_types="ecg")
     raw = mne.io.RawArray(data_uv.astype(np.float64) * 1e-6, info, verbose="error")
     raw.set_annotations(mne.Annotations([b[0] for b in beats], [0.0] * len(beats), [b[1] for b in beats]))
-    with atomic_path(path) as tmp:
-        tmp_fif = tmp.with_name(tmp.name + "_raw.fif")
-        raw.save(tmp_fif, overwrite=True, verbose="error")
-        tmp_fif.rename(tmp)
+    _save_fif(path, raw)
 
 
 # ---------------------------------------------------------------- sEMG, emg2qwerty layout

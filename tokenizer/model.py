@@ -386,7 +386,7 @@ class BiotokTokenizer(PreTrainedModel):
             n_times=data.shape[-1],
             scale_center=np.stack([r.scale_center for r in recs]),
             scale_spread=np.stack([r.scale_spread for r in recs]),
-            unit="uV" if unit in ("V", "mV", "uV", "µV", "nV") else unit,
+            unit=recs[0].unit,
         )
 
     @torch.no_grad()

@@ -106,9 +106,8 @@ class ResidualVQ(nn.Module):
     def _kmeans_init(self, x: torch.Tensor, weights: torch.Tensor) -> None:
         data = x[weights > 0]
         if _distributed():
-            gathered = [torch.zeros_like(data) for _ in range(dist.get_world_size())]
             sizes = torch.tensor([data.shape[0]], device=x.device)
-            all_sizes = [torch.zeros_like(sizes) for _ in gathered]
+            all_sizes = [torch.zeros_like(sizes) for _ in range(dist.get_world_size())]
             dist.all_gather(all_sizes, sizes)
             top = int(max(s.item() for s in all_sizes))
             padded = F.pad(data, (0, 0, 0, top - data.shape[0]))
