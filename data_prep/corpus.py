@@ -227,7 +227,7 @@ def prepare_corpus(
         with atomic_path(shard) as tmp:
             writer = ArrowWriter(features=feats, path=str(tmp))
             for source, path, relative in group:
-                bar.set_postfix_str(relative[-40:])
+                bar.set_postfix_str(relative[-40:], refresh=False)
                 try:
                     rec = preprocess(read_source(path, source, spec.preset.modality, relative), spec.preset)
                     for window in windows(rec, spec.preset, source.label_from, source.event_map):
@@ -296,17 +296,23 @@ class Corpus:
     """A prepared corpus, memory-mapped. `corpus[i]` gives one window with its signal as
     `(n_channels, n_times)` float32; `corpus.dataset` is the underlying HF `Dataset`."""
 
+    FORMAT = CORPUS_FORMAT
+    ARRAY_COLUMN = "signal"  # the big column, read as numpy
+    MADE_BY = "biotok prepare"
+
     def __init__(self, path: str | Path):
         from datasets import Dataset, concatenate_datasets
 
         self.path = Path(path)
         manifest = self.path / "corpus.json"
         if not manifest.exists():
-            raise BiosignalError(self.path, "corpus.json", "not a prepared corpus (run `biotok prepare`)")
-        self.info = json.loads(manifest.read_text())
-        if self.info.get("format") != CORPUS_FORMAT:
             raise BiosignalError(
-                manifest, "format", f"expected corpus format {CORPUS_FORMAT}, got {self.info.get('format')}"
+                self.path, "corpus.json", f"not a corpus of this kind (run `{self.MADE_BY}`)"
+            )
+        self.info = json.loads(manifest.read_text())
+        if self.info.get("format") != self.FORMAT:
+            raise BiosignalError(
+                manifest, "format", f"expected corpus format {self.FORMAT}, got {self.info.get('format')}"
             )
         self.preset = get_preset(self.info["preset"])
         parts = []
@@ -314,17 +320,22 @@ class Corpus:
             file = self.path / shard["file"]
             if not file.exists():
                 raise BiosignalError(
-                    file, "shard", "listed in corpus.json but missing: re-run `biotok prepare`"
+                    file, "shard", f"listed in corpus.json but missing: re-run `{self.MADE_BY}`"
                 )
             if shard["n_windows"]:
                 parts.append(Dataset.from_file(str(file)))
-        empty = Dataset.from_dict({k: [] for k in features()}, features=features())
+        feats = self.features()
+        empty = Dataset.from_dict({k: [] for k in feats}, features=feats)
         self._use(concatenate_datasets(parts) if parts else empty)
+
+    @staticmethod
+    def features():
+        return features()
 
     def _use(self, dataset) -> None:
         """Hold `dataset` and its numpy-formatted view (one place for __init__ and select)."""
         self.dataset = dataset
-        self._numpy = dataset.with_format("numpy", columns=["signal"], output_all_columns=True)
+        self._numpy = dataset.with_format("numpy", columns=[self.ARRAY_COLUMN], output_all_columns=True)
 
     @property
     def name(self) -> str:
@@ -332,8 +343,8 @@ class Corpus:
 
     def select(self, indices) -> Corpus:
         """A view of some windows (e.g. held-out subjects), sharing the memory-mapped shards."""
-        view = object.__new__(Corpus)
-        view.path, view.info, view.preset = self.path, self.info, self.preset
+        view = object.__new__(type(self))
+        view.__dict__.update(self.__dict__)
         view._use(self.dataset.select(list(indices)))
         return view
 

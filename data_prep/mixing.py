@@ -21,7 +21,7 @@ class MixedCorpus(torch.utils.data.IterableDataset):
     """Endless batches drawn from `corpora` with probabilities `weights`.
 
     Within a corpus, windows are visited in a fresh random order every epoch (each window once
-    per epoch). Yields collated batches (see `collate_windows`).
+    per epoch). Yields batches collated by `collate` (default `collate_windows`).
     """
 
     def __init__(
@@ -30,6 +30,7 @@ class MixedCorpus(torch.utils.data.IterableDataset):
         weights: dict[str, float] | None = None,
         batch_size: int = 32,
         seed: int = 0,
+        collate=None,
     ):
         super().__init__()
         if not corpora:
@@ -46,6 +47,7 @@ class MixedCorpus(torch.utils.data.IterableDataset):
         self.corpora = corpora
         self.batch_size = batch_size
         self.seed = seed
+        self.collate = collate or collate_windows  # token corpora pass their own
         self.load_state_dict({"rng": None, "positions": {n: [0, 0] for n in self.names}})
 
     def state_dict(self) -> dict:
@@ -81,7 +83,7 @@ class MixedCorpus(torch.utils.data.IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         while True:
             name, indices = self.next_indices()
-            yield collate_windows([self.corpora[name][i] for i in indices], corpus=name)
+            yield self.collate([self.corpora[name][i] for i in indices], corpus=name)
 
 
 def collate_windows(items: list[dict], corpus: str = "") -> dict:

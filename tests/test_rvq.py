@@ -27,6 +27,9 @@ def test_codes_are_true_nearest_neighbours_level_by_level():
         assert (codes[:, level] == exact).float().mean() > 0.999
         residual = residual - book[codes[:, level]]
     assert torch.equal(nearest_codes(data, rvq.codebooks[0]), codes[:, 0])
+    # a bf16 autocast region (mixed-precision training) does not lower the lookup's precision
+    with torch.autocast("cpu", torch.bfloat16):
+        assert torch.equal(rvq.encode(data), codes)
 
 
 def test_residuals_are_true_residuals_and_more_levels_reconstruct_better():

@@ -28,11 +28,14 @@ def _distributed() -> bool:
 
 def nearest_codes(x: torch.Tensor, codebook: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
     """Index of the nearest code (Euclidean) for each row of x `(n, d)` in codebook `(k, d)`."""
-    half_norm = 0.5 * codebook.pow(2).sum(dim=1)
     out = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
-    for start in range(0, x.shape[0], chunk):
-        scores = torch.addmm(-half_norm, x[start : start + chunk], codebook.t())
-        out[start : start + chunk] = scores.argmax(dim=1)
+    # float32 scores even inside a bf16 autocast region: bf16 scores pick wrong neighbours
+    with torch.autocast(x.device.type, enabled=False):
+        x, codebook = x.float(), codebook.float()
+        half_norm = 0.5 * codebook.pow(2).sum(dim=1)
+        for start in range(0, x.shape[0], chunk):
+            scores = torch.addmm(-half_norm, x[start : start + chunk], codebook.t())
+            out[start : start + chunk] = scores.argmax(dim=1)
     return out
 
 

@@ -1,0 +1,175 @@
+"""The masked-token foundation model: codes (or raw patches) of every (channel, patch) position in,
+the masked positions' codes out, one classification head per scale and RVQ level.
+
+Shapes: B batch, C channels, P patches per channel, S scales, Q levels (the predicted ones), K codes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+
+from tokenizer.model import ConvBranch, Transformer
+
+from .config import FoundationConfig
+
+
+def random_mask(
+    channel_mask: torch.Tensor, n_patches: int, ratio: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Mask exactly round(ratio x valid positions) whole patches per sample.
+
+    channel_mask `(B, C)` bool (True = real channel) -> mask `(B, C, P)` bool (True = masked)."""
+    b, c = channel_mask.shape
+    valid = channel_mask[:, :, None].expand(b, c, n_patches).reshape(b, -1)
+    noise = torch.rand(valid.shape, generator=generator, device="cpu").to(valid.device)
+    noise = noise.masked_fill(~valid, 2.0)  # padding never chosen
+    rank = noise.argsort(dim=1).argsort(dim=1)
+    n_mask = (valid.sum(dim=1) * ratio).round().clamp(min=1).long()
+    return ((rank < n_mask[:, None]) & valid).view(b, c, n_patches)
+
+
+@dataclass
+class FoundationOutput:
+    loss: torch.Tensor  # mean cross-entropy over masked positions and heads
+    loss_sum: torch.Tensor  # the same summed over masked positions (for exact accumulation)
+    n_masked: torch.Tensor  # masked positions in this batch
+    head_loss: torch.Tensor  # (S, Q) mean cross-entropy per head, detached
+    head_correct: torch.Tensor  # (S, Q) correct predictions per head, detached
+    hidden_states: torch.Tensor  # (B, C, P, d)
+
+
+class BiotokFoundation(PreTrainedModel):
+    """BERT-style transformer over token positions; `encode` gives per-patch hidden states."""
+
+    config_class = FoundationConfig
+    base_model_prefix = "foundation"
+    main_input_name = "codes"
+
+    def __init__(self, config: FoundationConfig):
+        super().__init__(config)
+        d, s, q, k = config.d_model, config.n_scales, config.n_target_levels, config.codebook_size
+        self.modality_names = sorted(config.modalities)
+        if config.input_kind == "tokens":
+            # the sum of one embedding per (scale, level) code, as one bag lookup
+            self.code_embed = nn.EmbeddingBag(s * q * k, d, mode="sum")
+            self.register_buffer("code_offsets", torch.arange(s * q).view(s, q) * k, persistent=False)
+        else:
+            self.stems = nn.ModuleDict(
+                {
+                    name: ConvBranch(tuple(spec["kernels"][0]), 16, 25, d)
+                    for name, spec in config.modalities.items()
+                }
+            )
+        self.mask_embed = nn.Parameter(torch.zeros(d))
+        self.channel_embed = nn.Embedding(len(config.channel_vocab) + 1, d, padding_idx=0)
+        self.time_embed = nn.Embedding(config.max_patches, d)
+        self.modality_embed = nn.Embedding(max(1, len(self.modality_names)), d)
+        self.encoder = Transformer(d, config.n_layers, config.n_heads, config.dropout)
+        self.head = nn.Linear(d, s * q * k)  # S x Q heads as one matmul
+        self._vocab_index = {name: i + 1 for i, name in enumerate(config.channel_vocab)}
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.trunc_normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+            nn.init.trunc_normal_(module.weight, std=0.02)
+            if getattr(module, "padding_idx", None) is not None:
+                module.weight.data[module.padding_idx].zero_()
+        elif isinstance(module, BiotokFoundation):
+            nn.init.trunc_normal_(module.mask_embed, std=0.02)
+            if hasattr(module, "code_offsets"):
+                s, q = module.code_offsets.shape
+                module.code_offsets.copy_(torch.arange(s * q).view(s, q) * module.config.codebook_size)
+
+    def channel_ids(self, ch_names: list[list[str]], modality: str) -> torch.Tensor:
+        """Vocabulary ids `(B, C)` of channels of `modality` (a preset name), 0-padded."""
+        if modality not in self.config.modalities:
+            raise ValueError(f"modality {modality!r} not configured; this model has {self.modality_names}")
+        kind = self.config.modalities[modality]["modality"]
+        width = max(len(n) for n in ch_names)
+        ids = torch.zeros(len(ch_names), width, dtype=torch.long)
+        for b, names in enumerate(ch_names):
+            unknown = [n for n in names if f"{kind}:{n}" not in self._vocab_index]
+            if unknown:
+                raise ValueError(
+                    f"channels {unknown} of modality {kind!r} are not in this model's vocabulary"
+                )
+            ids[b, : len(names)] = torch.tensor([self._vocab_index[f"{kind}:{n}"] for n in names])
+        return ids.to(self.device)
+
+    def _inputs(
+        self, codes: torch.Tensor | None, patches: torch.Tensor | None, modality: str
+    ) -> torch.Tensor:
+        """Per-position input embedding `(B, C, P, d)` from codes `(B, C, P, S, Q)` or patches `(B, C, P, L)`."""
+        if self.config.input_kind == "tokens":
+            if codes is None:
+                raise ValueError("this model reads codes (input_kind='tokens'); pass codes")
+            q = self.config.n_target_levels
+            b, c, p = codes.shape[:3]
+            bags = (codes[..., :q] + self.code_offsets).reshape(b * c * p, -1)
+            return self.code_embed(bags).view(b, c, p, -1)
+        if patches is None:
+            raise ValueError("this model reads raw patches (input_kind='patches'); pass patches")
+        b, c, p, length = patches.shape
+        return self.stems[modality](patches.reshape(-1, length)).view(b, c, p, -1)
+
+    def encode(
+        self,
+        channel_ids: torch.Tensor,
+        modality: str,
+        codes: torch.Tensor | None = None,
+        patches: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Hidden states `(B, C, P, d)`; positions where `mask` `(B, C, P)` is True see the mask embedding."""
+        x = self._inputs(codes, patches, modality)
+        b, c, p, d = x.shape
+        if p > self.config.max_patches:
+            raise ValueError(f"{p} patches per channel exceed max_patches={self.config.max_patches}")
+        if mask is not None:
+            x = torch.where(mask[..., None], self.mask_embed.to(x.dtype), x)
+        x = (
+            x
+            + self.channel_embed(channel_ids)[:, :, None]
+            + self.time_embed.weight[:p][None, None]
+            + self.modality_embed.weight[self.modality_names.index(modality)]
+        )
+        attend = (channel_ids > 0)[:, :, None].expand(b, c, p).reshape(b, 1, 1, c * p)
+        return self.encoder(x.reshape(b, c * p, d), attend).view(b, c, p, d)
+
+    def forward(
+        self,
+        codes: torch.Tensor,
+        channel_ids: torch.Tensor,
+        modality: str,
+        mask: torch.Tensor,
+        patches: torch.Tensor | None = None,
+    ) -> FoundationOutput:
+        """codes `(B, C, P, S, Q)` (targets, and input for input_kind='tokens'); mask `(B, C, P)`."""
+        cfg = self.config
+        s, q, k = cfg.n_scales, cfg.n_target_levels, cfg.codebook_size
+        hidden = self.encode(channel_ids, modality, codes=codes, patches=patches, mask=mask)
+        logits = self.head(hidden[mask]).view(-1, s, q, k).float()  # (M, S, Q, K): masked only
+        targets = codes[mask][..., :q]  # (M, S, Q)
+        per_token = F.cross_entropy(logits.permute(0, 3, 1, 2), targets, reduction="none")  # (M, S, Q)
+        n_masked = torch.tensor(per_token.shape[0], device=per_token.device)
+        loss_sum = per_token.mean(dim=(1, 2)).sum()
+        with torch.no_grad():
+            head_loss = per_token.mean(dim=0) if per_token.shape[0] else per_token.new_zeros(s, q)
+            head_correct = (logits.argmax(dim=-1) == targets).sum(dim=0)
+        return FoundationOutput(
+            loss=loss_sum / n_masked.clamp(min=1),
+            loss_sum=loss_sum,
+            n_masked=n_masked,
+            head_loss=head_loss.detach(),
+            head_correct=head_correct,
+            hidden_states=hidden,
+        )

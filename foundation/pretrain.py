@@ -1,0 +1,365 @@
+"""`biotok pretrain`: masked-token pretraining on token corpora with Accelerate (one CPU to many GPUs).
+
+biotok pretrain --tokens biotok_out/tokens --size tiny --steps 300 --out runs/foundation
+accelerate launch --config_file foundation/accelerate/ddp.yaml -m foundation.pretrain --tokens ...
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from data_prep.config import run_command
+from data_prep.errors import ConfigError
+from data_prep.mixing import MixedCorpus, collate_windows
+from tokenizer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from tokenizer.train import lr_lambda
+
+from .config import SIZES, FoundationConfig
+from .model import BiotokFoundation, random_mask
+from .tokens import TokenCorpus, collate_tokens, load_token_corpora
+from .tracking import JSONLinesTracker
+
+
+@dataclass
+class PretrainArgs:
+    """Masked-token pretraining of the foundation model on frozen-tokenizer codes."""
+
+    tokens: list[str] = field(
+        default_factory=lambda: ["biotok_out/tokens"],
+        metadata={"help": "token corpus folders (biotok tokenize)"},
+    )
+    weights: str = field(
+        default="", metadata={"help": 'JSON sampling weights by corpus, e.g. {"eegbci": 0.6}'}
+    )
+    size: str = field(default="tiny", metadata={"help": "tiny | small | base"})
+    input_kind: str = field(
+        default="tokens", metadata={"help": "tokens | patches (raw patches in, codes as targets)"}
+    )
+    target_levels: int = field(default=0, metadata={"help": "RVQ levels read and predicted (0: all)"})
+    mask_ratio: float = 0.5
+    symmetric_masking: bool = field(
+        default=False, metadata={"help": "LaBraM: a second pass with the complement"}
+    )
+    out: str = "runs/foundation"
+    steps: int = 300
+    batch_size: int = 16
+    grad_accum: int = 1
+    lr: float = 5e-4
+    weight_decay: float = 0.05
+    warmup_steps: int = 30
+    grad_clip: float = 1.0
+    holdout_fraction: float = field(
+        default=0.25, metadata={"help": "fraction of subjects held out per corpus"}
+    )
+    eval_every: int = 100
+    eval_batches: int = 4
+    log_every: int = 20
+    save_every: int = 100
+    resume: bool = field(default=True, metadata={"help": "continue from the newest checkpoint in --out"})
+    stop_at: int = field(default=0, metadata={"help": "stop after this step (0: run to --steps)"})
+    mixed_precision: str = field(default="no", metadata={"help": "no | bf16 | fp16"})
+    report_to: str = field(default="", metadata={"help": "extra Accelerate trackers, e.g. tensorboard"})
+    seed: int = 0
+    progress: bool = True
+
+
+def mask_generator(seed: int, rank: int, step: int, micro: int) -> torch.Generator:
+    """Masks are a pure function of (seed, rank, step, micro-batch): resumed runs draw the same ones."""
+    return torch.Generator().manual_seed(((seed * 1_000_003 + rank) * 1_000_003 + step) * 101 + micro)
+
+
+class InputFetcher:
+    """Turns a token batch into model inputs; for raw-patch models it also reads the source signals."""
+
+    def __init__(self, corpora: dict[str, TokenCorpus], input_kind: str):
+        self.corpora, self.input_kind, self._sources = corpora, input_kind, {}
+
+    def __call__(self, batch: dict, device) -> dict:
+        inputs = {"codes": batch["codes"].to(device)}
+        if self.input_kind == "patches":
+            name = batch["corpus"]
+            if name not in self._sources:
+                self._sources[name] = self.corpora[name].source_corpus()
+            source = self._sources[name]
+            signal = collate_windows([source[i] for i in batch["window_index"]])["signal"]
+            b, c, p = batch["codes"].shape[:3]
+            inputs["patches"] = signal.view(b, c, p, -1).to(device)
+        return inputs
+
+
+def unigram_log_probs(
+    corpora: dict[str, TokenCorpus], n_levels: int, max_windows: int = 4000
+) -> torch.Tensor:
+    """log p(code) per scale and level `(S, Q, K)` from training windows (add-one smoothing)."""
+    any_corpus = next(iter(corpora.values()))
+    s, k = any_corpus.code_shape[0], any_corpus.info["codebook_size"]
+    counts = torch.ones(s, n_levels, k, dtype=torch.float64)
+    for corpus in corpora.values():
+        step = max(1, len(corpus) // max_windows)
+        for i in range(0, len(corpus), step):
+            codes = torch.from_numpy(corpus[i]["codes"][..., :n_levels]).reshape(-1, s, n_levels)
+            for si in range(s):
+                for qi in range(n_levels):
+                    counts[si, qi] += torch.bincount(codes[:, si, qi], minlength=k).double()
+    return (counts / counts.sum(dim=-1, keepdim=True)).log().float()
+
+
+@torch.no_grad()
+def evaluate(
+    model: BiotokFoundation,
+    corpora: dict[str, TokenCorpus],
+    fetch: InputFetcher,
+    unigram: torch.Tensor,
+    batches: int,
+    batch_size: int,
+    mask_ratio: float,
+    device,
+) -> dict:
+    """Masked-token loss and accuracy per head on held-out windows (fixed masks), beside the unigram
+    baseline scored on the same masked positions."""
+    was_training = model.training
+    model.eval()
+    q = model.config.n_target_levels
+    generator = torch.Generator().manual_seed(1234)
+    unigram = unigram.to(device)
+    result, total = {}, {"loss": 0.0, "unigram": 0.0, "n": 0, "correct": 0, "unigram_correct": 0}
+    for name, corpus in corpora.items():
+        if len(corpus) == 0:
+            continue
+        stride = max(1, len(corpus) // (batches * batch_size))
+        indices = list(range(0, len(corpus), stride))[: batches * batch_size]
+        loss = uni = n = 0.0
+        correct = uni_correct = 0
+        for start in range(0, len(indices), batch_size):
+            batch = collate_tokens([corpus[i] for i in indices[start : start + batch_size]], corpus=name)
+            inputs = fetch(batch, device)
+            codes = inputs["codes"]
+            mask = random_mask(batch["channel_mask"], codes.shape[2], mask_ratio, generator).to(device)
+            ids = model.channel_ids(batch["ch_names"], batch["modality"])
+            out = model(codes, ids, batch["modality"], mask, patches=inputs.get("patches"))
+            targets = codes[mask][..., :q]  # (M, S, Q)
+            s_idx = torch.arange(targets.shape[1], device=device)[None, :, None]
+            q_idx = torch.arange(q, device=device)[None, None, :]
+            uni_lp = unigram[s_idx, q_idx, targets]
+            loss += float(out.loss_sum)
+            uni += float(-uni_lp.mean(dim=(1, 2)).sum())
+            n += float(out.n_masked)
+            correct = correct + out.head_correct.cpu()
+            uni_correct = uni_correct + (unigram.argmax(-1)[None] == targets).sum(dim=0).cpu()
+        result[name] = {
+            "masked_loss": loss / n,
+            "unigram_loss": uni / n,
+            "masked_accuracy": float(correct.sum()) / (n * correct.numel()),
+            "unigram_accuracy": float(uni_correct.sum()) / (n * correct.numel()),
+            "head_accuracy": (correct / n).tolist(),
+            "unigram_head_accuracy": (uni_correct / n).tolist(),
+            "n_masked": int(n),
+        }
+        total["loss"] += loss
+        total["unigram"] += uni
+        total["n"] += n
+        total["correct"] += float(correct.sum())
+        total["unigram_correct"] += float(uni_correct.sum())
+        heads = correct.numel()
+    model.train(was_training)
+    if total["n"]:
+        result["all"] = {
+            "masked_loss": total["loss"] / total["n"],
+            "unigram_loss": total["unigram"] / total["n"],
+            "masked_accuracy": total["correct"] / (total["n"] * heads),
+            "unigram_accuracy": total["unigram_correct"] / (total["n"] * heads),
+        }
+    return result
+
+
+def build_config(args: PretrainArgs, corpora: dict[str, TokenCorpus]) -> FoundationConfig:
+    """The model's code layout, vocabulary and presets come from the token corpora's tokenizer."""
+    from tokenizer.config import TokenizerConfig
+
+    first = next(iter(corpora.values()))
+    tokenizer_config = TokenizerConfig.from_dict(first.info["tokenizer_config"])
+    return FoundationConfig.from_tokenizer(
+        tokenizer_config,
+        args.size,
+        n_target_levels=args.target_levels or None,
+        input_kind=args.input_kind,
+        mask_ratio=args.mask_ratio,
+        symmetric_masking=args.symmetric_masking,
+    )
+
+
+def pretrain(args: PretrainArgs) -> Path:
+    """Run (or resume) pretraining; returns the folder of the final `save_pretrained` weights."""
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    out = Path(args.out)
+    trackers = [JSONLinesTracker(str(out))] + [t for t in args.report_to.split(",") if t]
+    accelerator = Accelerator(mixed_precision=args.mixed_precision, log_with=trackers, project_dir=str(out))
+    torch.manual_seed(args.seed + accelerator.process_index)
+    config_path = out / "foundation_config.json"
+    expect = (
+        FoundationConfig.from_json_file(str(config_path)).tokenizer_hash if config_path.exists() else None
+    )
+    corpora = load_token_corpora(args.tokens, expect_hash=expect if args.resume else None)
+    train_views, eval_views = {}, {}
+    for name, corpus in corpora.items():
+        train_views[name], eval_views[name] = corpus.split_by_subject(args.holdout_fraction)
+    if args.resume and config_path.exists():
+        config = FoundationConfig.from_json_file(str(config_path))
+    else:
+        config = build_config(args, corpora)
+    model = BiotokFoundation(config)
+    fetch = InputFetcher(corpora, config.input_kind)
+    unigram = unigram_log_probs(train_views, config.n_target_levels)
+    weights = json.loads(args.weights) if args.weights else None
+    sampler = MixedCorpus(
+        train_views,
+        weights,
+        args.batch_size,
+        seed=args.seed * 1000 + accelerator.process_index,
+        collate=collate_tokens,
+    )
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.lr,
+        betas=(0.9, 0.98),
+    )
+    # not prepared: a prepared scheduler would step once per process
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(args.warmup_steps, args.steps))
+    start_step = 0
+    checkpoint = latest_checkpoint(out / "checkpoints") if args.resume else None
+    if checkpoint is not None:
+        state = load_checkpoint(checkpoint, model, optimizer, scheduler)
+        start_step = state["step"]
+        sampler.load_state_dict(state["samplers"][accelerator.process_index])
+        accelerator.print(f"resumed from {checkpoint} at step {start_step}")
+    model, optimizer = accelerator.prepare(model, optimizer)
+    raw_model = accelerator.unwrap_model(model)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        config.to_json_file(str(config_path))
+        (out / "pretrain_args.json").write_text(json.dumps(asdict(args), indent=2))
+    accelerator.init_trackers(
+        "pretrain", config={k: v for k, v in asdict(args).items() if not isinstance(v, list)}
+    )
+    stream = iter(sampler)
+    bar = tqdm(
+        total=args.steps,
+        initial=start_step,
+        desc="pretrain",
+        disable=not (args.progress and accelerator.is_main_process),
+    )
+    passes = 2 if config.symmetric_masking else 1
+    running = {"loss": 0.0, "tokens": 0.0}
+    started = time.perf_counter()
+    model.train()
+    last = min(args.steps, args.stop_at) if args.stop_at else args.steps
+    for step in range(start_step, last):
+        micro = []
+        for m in range(args.grad_accum):
+            batch = next(stream)
+            inputs = fetch(batch, accelerator.device)
+            mask = random_mask(
+                batch["channel_mask"],
+                inputs["codes"].shape[2],
+                config.mask_ratio,
+                mask_generator(args.seed, accelerator.process_index, step, m),
+            ).to(accelerator.device)
+            masks = [mask, ~mask & batch["channel_mask"].to(mask.device)[:, :, None]][:passes]
+            micro.append((batch, inputs, masks))
+        # every masked position of the accumulation window on every rank counts once
+        local = torch.tensor(
+            float(sum(int(k.sum()) for _, _, ms in micro for k in ms)), device=accelerator.device
+        )
+        global_masked = accelerator.reduce(local, reduction="sum")
+        for m, (batch, inputs, masks) in enumerate(micro):
+            ids = raw_model.channel_ids(batch["ch_names"], batch["modality"])
+            sync = m == len(micro) - 1
+            with accelerator.no_sync(model) if not sync else nullcontext():
+                for mask in masks:
+                    with accelerator.autocast():
+                        output = model(
+                            inputs["codes"], ids, batch["modality"], mask, patches=inputs.get("patches")
+                        )
+                    # DDP averages gradients over ranks: scale back to a sum over all masked positions
+                    accelerator.backward(output.loss_sum * accelerator.num_processes / global_masked)
+                    running["loss"] += float(output.loss_sum.detach())
+                    running["tokens"] += float(output.n_masked)
+        if args.grad_clip:
+            accelerator.clip_grad_norm_(model.parameters(), args.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        done = step + 1
+        bar.update(1)
+        if done % args.log_every == 0 or done == last:
+            record = {
+                "train/loss": running["loss"] / max(running["tokens"], 1),
+                "train/lr": scheduler.get_last_lr()[0],
+                "train/seconds": time.perf_counter() - started,
+            }
+            accelerator.log(record, step=done)
+            bar.set_postfix(loss=f"{record['train/loss']:.3f}")
+            running = {"loss": 0.0, "tokens": 0.0}
+        if done % args.eval_every == 0 or done == args.steps:
+            metrics = evaluate(
+                raw_model,
+                eval_views,
+                fetch,
+                unigram,
+                args.eval_batches,
+                args.batch_size,
+                config.mask_ratio,
+                accelerator.device,
+            )
+            if "all" in metrics:
+                accelerator.log({f"eval/{k}": v for k, v in metrics["all"].items()}, step=done)
+                bar.write(
+                    f"step {done}: held-out masked loss {metrics['all']['masked_loss']:.3f} "
+                    f"(unigram {metrics['all']['unigram_loss']:.3f}), accuracy "
+                    f"{metrics['all']['masked_accuracy']:.3f} (unigram {metrics['all']['unigram_accuracy']:.3f})"
+                )
+            if accelerator.is_main_process:
+                with open(out / "eval.jsonl", "a") as f:
+                    f.write(json.dumps({"step": done, **metrics}) + "\n")
+        if done % args.save_every == 0 or done == last:
+            samplers = (
+                accelerator.gather_for_metrics([sampler.state_dict()], use_gather_object=True)
+                if accelerator.num_processes > 1
+                else [sampler.state_dict()]
+            )
+            if accelerator.is_main_process:
+                save_checkpoint(
+                    out / "checkpoints", raw_model, optimizer, scheduler, done, {"samplers": samplers}
+                )
+    bar.close()
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    if accelerator.is_main_process and last == args.steps:
+        raw_model.save_pretrained(str(out / "final"))
+    return out / "final"
+
+
+def main(argv: list[str] | None = None) -> int:
+    def job(args: PretrainArgs) -> None:
+        if args.size not in SIZES:
+            raise ConfigError("size", f"expected one of {sorted(SIZES)}, got {args.size!r}")
+        if args.input_kind not in ("tokens", "patches"):
+            raise ConfigError("input_kind", f"expected 'tokens' or 'patches', got {args.input_kind!r}")
+        print(f"saved {pretrain(args)}")
+
+    return run_command(PretrainArgs, job, argv, prog="biotok pretrain")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""Foundation stage: token corpora, masking, save/load, pretraining that learns, exact resume."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from data_prep.corpus import Corpus, load_sources, prepare_corpus
+from data_prep.errors import BiosignalError
+from data_prep.prepare import resolve_sources
+from foundation.config import FoundationConfig
+from foundation.model import BiotokFoundation, random_mask
+from foundation.pretrain import PretrainArgs, pretrain
+from foundation.tokens import TokenCorpus, collate_tokens, tokenize_corpus
+from tokenizer.model import BiotokTokenizer
+
+SHIPPED = Path(__file__).resolve().parents[1] / "pretrained_models" / "tokenizer-small"
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return BiotokTokenizer.from_pretrained(SHIPPED).eval()
+
+
+@pytest.fixture(scope="module")
+def token_root(tmp_path_factory, tokenizer, real, synthetic_root):
+    """Real EEGBCI + Myo and the synthetic EEG/EMG corpora, tokenized by the shipped tokenizer."""
+    root = tmp_path_factory.mktemp("tokens")
+    specs = {
+        s.name: (s, real) for s in load_sources(resolve_sources("shared_real")) if s.name in ("eegbci", "myo")
+    }
+    specs |= {
+        s.name: (s, synthetic_root)
+        for s in load_sources(resolve_sources("synthetic"))
+        if s.name != "ecg_synthetic"
+    }
+    for spec, data_root in specs.values():
+        report = prepare_corpus(spec, data_root, root / "corpora", progress=False)
+        tokenize_corpus(tokenizer, Corpus(report.path), root / "tokens", batch_size=32, progress=False)
+    return root
+
+
+def test_token_corpus_holds_the_tokenizers_codes(token_root, tokenizer):
+    corpus = Corpus(token_root / "corpora" / "myo")
+    tokens = TokenCorpus(token_root / "tokens" / "myo", expect_hash=tokenizer.config.config_hash())
+    assert len(tokens) == len(corpus)
+    for i in (0, len(corpus) - 1):
+        window = corpus[i]
+        patches = torch.from_numpy(window["signal"]).view(
+            1, window["signal"].shape[0], -1, corpus.preset.patch_len
+        )
+        codes = tokenizer.encode_patches(
+            patches, tokenizer.channel_ids(window["ch_names"], "emg_200hz"), "emg_200hz"
+        )
+        assert torch.equal(torch.from_numpy(tokens[i]["codes"]), codes[0])
+        assert tokens[i]["subject"] == window["subject"] and tokens[i]["window_index"] == i
+    # a re-run reuses every shard
+    _, written, reused = tokenize_corpus(tokenizer, corpus, token_root / "tokens", progress=False)
+    assert written == 0 and reused == len(corpus.info["shards"])
+    # codes of another tokenizer are refused with a clear error
+    with pytest.raises(BiosignalError, match="re-run `biotok tokenize`"):
+        TokenCorpus(token_root / "tokens" / "myo", expect_hash="0123456789abcdef")
+
+
+def test_random_mask_counts_and_padding():
+    channel_mask = torch.tensor([[True, True, True, False], [True, False, False, False]])
+    mask = random_mask(channel_mask, 4, 0.5, torch.Generator().manual_seed(0))
+    assert mask.shape == (2, 4, 4)
+    assert mask[0].sum() == 6 and mask[1].sum() == 2  # half of 12 and of 4 valid positions
+    assert not mask[0, 3].any() and not mask[1, 1:].any()  # padding channels never masked
+    again = random_mask(channel_mask, 4, 0.5, torch.Generator().manual_seed(0))
+    assert torch.equal(mask, again)
+
+
+def test_save_load_round_trip(tmp_path, tokenizer):
+    config = FoundationConfig.from_tokenizer(tokenizer.config, "tiny", n_target_levels=2)
+    model = BiotokFoundation(config).eval()
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["tokenizer_hash"] == tokenizer.config.config_hash()
+    loaded, info = BiotokFoundation.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key]), key
+    codes = torch.randint(0, config.codebook_size, (1, 3, 4, config.n_scales, config.n_levels))
+    ids = model.channel_ids([["C3", "Cz", "C4"]], "eeg")
+    assert torch.equal(model.encode(ids, "eeg", codes=codes), loaded.eval().encode(ids, "eeg", codes=codes))
+
+
+def _args(token_root, out, **overrides):
+    base = dict(
+        tokens=[str(token_root / "tokens")],
+        size="tiny",
+        target_levels=2,
+        out=str(out),
+        batch_size=8,
+        lr=2e-3,
+        warmup_steps=10,
+        eval_batches=4,
+        log_every=5,
+        progress=False,
+    )
+    return PretrainArgs(**{**base, **overrides})
+
+
+def test_pretraining_beats_the_unigram_baseline(token_root, tmp_path):
+    out = tmp_path / "run"
+    pretrain(_args(token_root, out, steps=150, eval_every=150, save_every=150))
+    final = [json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines()][-1]
+    for name in ("eegbci", "myo"):  # real held-out subjects
+        held = final[name]
+        assert held["masked_loss"] < held["unigram_loss"] - 0.1, (name, held)
+    assert final["all"]["masked_accuracy"] > final["all"]["unigram_accuracy"] + 0.02, final["all"]
+    assert (out / "final" / "model.safetensors").exists()
+
+
+def test_resume_continues_the_same_loss_curve(token_root, tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    pretrain(_args(token_root, straight, steps=12, eval_every=100, save_every=100, grad_accum=2))
+    pretrain(_args(token_root, resumed, steps=12, eval_every=100, save_every=6, grad_accum=2, stop_at=6))
+    assert not (resumed / "final").exists()
+    pretrain(_args(token_root, resumed, steps=12, eval_every=100, save_every=6, grad_accum=2))
+
+    def losses(run):
+        rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+        return [(r["step"], r["train/loss"]) for r in rows if "train/loss" in r]
+
+    assert losses(straight) == losses(resumed)
+    a, b = (
+        BiotokFoundation.from_pretrained(straight / "final"),
+        BiotokFoundation.from_pretrained(resumed / "final"),
+    )
+    for key, value in a.state_dict().items():
+        assert torch.equal(value, b.state_dict()[key]), key
+
+
+def test_raw_patch_input_trains(token_root, tmp_path):
+    out = tmp_path / "patches"
+    pretrain(
+        _args(
+            token_root,
+            out,
+            input_kind="patches",
+            steps=30,
+            eval_every=30,
+            save_every=30,
+            symmetric_masking=True,
+        )
+    )
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if "train/loss" in line]
+    assert rows[-1]["train/loss"] < rows[0]["train/loss"]
+    model = BiotokFoundation.from_pretrained(out / "final")
+    assert model.config.input_kind == "patches" and model.config.symmetric_masking
+    tokens = TokenCorpus(token_root / "tokens" / "eegbci")
+    batch = collate_tokens([tokens[0], tokens[1]])
+    with pytest.raises(ValueError, match="reads raw patches"):
+        model.encode(model.channel_ids(batch["ch_names"], "eeg"), "eeg", codes=batch["codes"])
