@@ -10,7 +10,10 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("prepare",): ("data_prep.prepare", "build corpora from real files or the embedded synthetic data"),
     ("tokenizer", "train"): ("tokenizer.train", "train the multi-scale RVQ tokenizer on prepared corpora"),
     ("tokenize",): ("foundation.tokens", "store a trained tokenizer's codes of prepared corpora"),
-    ("pretrain",): ("foundation.pretrain", "masked-token pretraining of the foundation model on token corpora"),
+    ("pretrain",): (
+        "foundation.pretrain",
+        "masked-token pretraining of the foundation model on token corpora",
+    ),
 }
 
 

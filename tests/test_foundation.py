@@ -106,26 +106,31 @@ def _args(token_root, out, **overrides):
 
 def test_pretraining_beats_the_unigram_baseline(token_root, tmp_path):
     out = tmp_path / "run"
-    pretrain(_args(token_root, out, steps=150, eval_every=150, save_every=150))
+    pretrain(_args(token_root, out, steps=400, eval_every=400, save_every=400))
     final = [json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines()][-1]
     for name in ("eegbci", "myo"):  # real held-out subjects
         held = final[name]
         assert held["masked_loss"] < held["unigram_loss"] - 0.1, (name, held)
-    assert final["all"]["masked_accuracy"] > final["all"]["unigram_accuracy"] + 0.02, final["all"]
+    overall = final["all"]
+    assert overall["masked_loss"] < overall["unigram_loss"] - 0.3, overall
+    # 1024-way codes: exact-code accuracy is small for both, but the model's is clearly higher
+    assert overall["masked_accuracy"] > 1.5 * overall["unigram_accuracy"], overall
     assert (out / "final" / "model.safetensors").exists()
 
 
 def test_resume_continues_the_same_loss_curve(token_root, tmp_path):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    pretrain(_args(token_root, straight, steps=12, eval_every=100, save_every=100, grad_accum=2))
-    pretrain(_args(token_root, resumed, steps=12, eval_every=100, save_every=6, grad_accum=2, stop_at=6))
+    common = dict(steps=12, eval_every=100, log_every=1, grad_accum=2)  # one loss per step
+    pretrain(_args(token_root, straight, save_every=100, **common))
+    pretrain(_args(token_root, resumed, save_every=6, stop_at=6, **common))
     assert not (resumed / "final").exists()
-    pretrain(_args(token_root, resumed, steps=12, eval_every=100, save_every=6, grad_accum=2))
+    pretrain(_args(token_root, resumed, save_every=6, **common))
 
     def losses(run):
         rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
         return [(r["step"], r["train/loss"]) for r in rows if "train/loss" in r]
 
+    assert [step for step, _ in losses(resumed)] == list(range(1, 13))
     assert losses(straight) == losses(resumed)
     a, b = (
         BiotokFoundation.from_pretrained(straight / "final"),

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The foundation stage's GPU session: tokenize the real + synthetic corpora with the shipped tokenizer,
+# time pretraining (tokens/s, MFU) of the small and base sizes, then pretrain the small model and score
+# it against the unigram baseline on held-out subjects.
+#
+#   bash benchmarks/foundation_gpu.sh REAL_ROOT OUT [STEPS]
+set -euo pipefail
+real_root=$1
+out=$2
+steps=${3:-3000}
+size=${SIZE:-small}   # SIZE=tiny SPEED_SIZES=tiny for a CPU smoke run
+speed_sizes=${SPEED_SIZES:-small,base}
+work=$(mktemp -d)
+export PYTHONUNBUFFERED=1 TQDM_MININTERVAL=10
+mkdir -p "$out" "$work/results"
+
+python -m data_prep.prepare --sources shared_real --root "$real_root" --out "$work/corpora" --progress false
+python -m data_prep.prepare --synthetic --root "$work/synthetic" --out "$work/corpora" --progress false
+python -m foundation.tokens --tokenizer pretrained_models/tokenizer-small --corpora "$work/corpora" \
+    --out "$work/tokens" --progress false
+python benchmarks/pretrain_speed.py --sizes "$speed_sizes" --out "$work/results/pretrain_speed.json"
+
+python -m foundation.pretrain --tokens "$work/tokens" --size "$size" --steps "$steps" --batch_size 64 \
+    --lr 5e-4 --warmup_steps 200 --mixed_precision bf16 --eval_every $((steps / 5)) --eval_batches 8 \
+    --log_every 50 --save_every "$steps" --out "$work/run" --progress false
+cp "$work/run/log.jsonl" "$work/run/eval.jsonl" "$work/run/pretrain_args.json" "$work/results/"
+cp "$work/run/final/config.json" "$work/results/foundation_config.json"
+tar -czf "$out/results.tar.gz" -C "$work" results
+ls -la "$out"

@@ -1,0 +1,99 @@
+"""Pretraining throughput and model FLOPs utilisation (MFU) of the foundation model, bf16, one GPU.
+
+    python benchmarks/pretrain_speed.py --tokenizer pretrained_models/tokenizer-small --sizes small,base
+
+One training step = forward + backward + AdamW on a batch of 64-channel EEG token windows (4 patches,
+so 256 positions each), half of the positions masked. Model FLOPs are counted analytically (matmuls
+of the encoder at 2 FLOPs per multiply-add, attention scores and values, the output heads on masked
+positions only; backward = 2 x forward) and divided by the GPU's dense bf16 peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import date
+from pathlib import Path
+
+import torch
+from timing import hardware, time_call
+
+from foundation.config import FoundationConfig
+from foundation.model import BiotokFoundation, random_mask
+from tokenizer.config import TokenizerConfig
+
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12}  # dense bf16 tensor-core peak (SXM), FLOP/s
+
+
+def model_flops(config: FoundationConfig, batch: int, positions: int, masked: int) -> float:
+    """Training FLOPs of one step (forward x 3)."""
+    d, layers = config.d_model, config.n_layers
+    per_token = layers * (2 * 4 * d * d + 2 * 2 * 4 * d * d)  # qkv + out, MLP (4x)
+    attention = layers * 2 * 2 * positions * d  # scores and weighted values, per token
+    head = 2 * d * config.n_heads_out * config.codebook_size
+    forward = batch * positions * (per_token + attention) + masked * head
+    return 3 * forward
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--tokenizer", default="pretrained_models/tokenizer-small")
+    parser.add_argument("--sizes", default="small,base")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--out", default="bench_out/pretrain_speed.json")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    tokenizer_config = TokenizerConfig.from_pretrained(args.tokenizer)
+    eeg_names = [n.split(":", 1)[1] for n in tokenizer_config.channel_vocab if n.startswith("eeg:")][:64]
+    peak = next(
+        (v for k, v in PEAK_BF16.items() if device.type == "cuda" and k in torch.cuda.get_device_name()), None
+    )
+    rows = []
+    for size in [s for s in args.sizes.split(",") if s]:
+        config = FoundationConfig.from_tokenizer(tokenizer_config, size)
+        model = BiotokFoundation(config).to(device).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+        b, c, p = args.batch, len(eeg_names), 4
+        codes = torch.randint(
+            0, config.codebook_size, (b, c, p, config.n_scales, config.n_levels), device=device
+        )
+        ids = model.channel_ids([eeg_names] * b, "eeg")
+        mask = random_mask(torch.ones(b, c, dtype=torch.bool), p, config.mask_ratio).to(device)
+
+        def step():
+            with torch.autocast(device.type, torch.bfloat16):
+                out = model(codes, ids, "eeg", mask)
+            out.loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        seconds = time_call(step, device, warmup=3, repeats=10)
+        flops = model_flops(config, b, c * p, int(mask.sum()))
+        row = {
+            "size": size,
+            "parameters": sum(x.numel() for x in model.parameters()),
+            "batch": b,
+            "positions_per_window": c * p,
+            "step_s": seconds,
+            "tokens_per_s": b * c * p / seconds,
+            "model_tflops_per_s": flops / seconds / 1e12,
+            "mfu": flops / seconds / peak if peak else None,
+        }
+        print(json.dumps(row))
+        rows.append(row)
+        del model, optimizer
+    summary = {
+        "hardware": hardware(device),
+        "peak_bf16_flops": peak,
+        "date": str(date.today()),
+        "results": rows,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()
