@@ -14,7 +14,7 @@ work=$(mktemp -d)
 export PYTHONUNBUFFERED=1 TQDM_MININTERVAL=10
 mkdir -p "$out" "$work/results"
 
-python -m data_prep.prepare --sources shared_real --root "$real_root" --out "$work/corpora" --progress false
+python -m data_prep.prepare --sources "${SOURCES:-shared_real}" --root "$real_root" --out "$work/corpora" --progress false
 python -m data_prep.prepare --synthetic --root "$work/synthetic" --out "$work/corpora" --progress false
 python -m foundation.tokens --tokenizer pretrained_models/tokenizer-small --corpora "$work/corpora" \
     --out "$work/tokens" --progress false

@@ -35,6 +35,34 @@ def model_flops(config: FoundationConfig, batch: int, positions: int, masked: in
     return 3 * forward
 
 
+def measure(config: FoundationConfig, eeg_names: list[str], batch: int, device, peak: float | None) -> dict:
+    model = BiotokFoundation(config).to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+    b, c, p = batch, len(eeg_names), 4
+    codes = torch.randint(0, config.codebook_size, (b, c, p, config.n_scales, config.n_levels), device=device)
+    ids = model.channel_ids([eeg_names] * b, "eeg")
+    mask = random_mask(torch.ones(b, c, dtype=torch.bool), p, config.mask_ratio).to(device)
+
+    def step():
+        with torch.autocast(device.type, torch.bfloat16):
+            out = model(codes, ids, "eeg", mask)
+        out.loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    seconds = time_call(step, device, warmup=3, repeats=10)
+    flops = model_flops(config, b, c * p, int(mask.sum()))
+    return {
+        "parameters": sum(x.numel() for x in model.parameters()),
+        "batch": b,
+        "positions_per_window": c * p,
+        "step_s": seconds,
+        "tokens_per_s": b * c * p / seconds,
+        "model_tflops_per_s": flops / seconds / 1e12,
+        "mfu": flops / seconds / peak if peak else None,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -53,38 +81,12 @@ def main() -> None:
     )
     rows = []
     for size in [s for s in args.sizes.split(",") if s]:
-        config = FoundationConfig.from_tokenizer(tokenizer_config, size)
-        model = BiotokFoundation(config).to(device).train()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
-        b, c, p = args.batch, len(eeg_names), 4
-        codes = torch.randint(
-            0, config.codebook_size, (b, c, p, config.n_scales, config.n_levels), device=device
+        row = measure(
+            FoundationConfig.from_tokenizer(tokenizer_config, size), eeg_names, args.batch, device, peak
         )
-        ids = model.channel_ids([eeg_names] * b, "eeg")
-        mask = random_mask(torch.ones(b, c, dtype=torch.bool), p, config.mask_ratio).to(device)
-
-        def step():
-            with torch.autocast(device.type, torch.bfloat16):
-                out = model(codes, ids, "eeg", mask)
-            out.loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-
-        seconds = time_call(step, device, warmup=3, repeats=10)
-        flops = model_flops(config, b, c * p, int(mask.sum()))
-        row = {
-            "size": size,
-            "parameters": sum(x.numel() for x in model.parameters()),
-            "batch": b,
-            "positions_per_window": c * p,
-            "step_s": seconds,
-            "tokens_per_s": b * c * p / seconds,
-            "model_tflops_per_s": flops / seconds / 1e12,
-            "mfu": flops / seconds / peak if peak else None,
-        }
+        row["size"] = size
         print(json.dumps(row))
         rows.append(row)
-        del model, optimizer
     summary = {
         "hardware": hardware(device),
         "peak_bf16_flops": peak,
