@@ -384,16 +384,20 @@ class Corpus:
         return self.dataset[name]
 
 
-def load_corpora(paths: list[str | Path] | str | Path) -> dict[str, Corpus]:
-    """Load corpora by folder; a folder holding several corpora (one per preset) loads them all."""
+def load_corpora(
+    paths: list[str | Path] | str | Path, kind: type[Corpus] = Corpus, **kwargs
+) -> dict[str, Corpus]:
+    """Load corpora by folder; a folder holding several corpora (one per preset) loads them all.
+
+    `kind` is the corpus class (`Corpus`, or `foundation.tokens.TokenCorpus`); kwargs go to it."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
     result = {}
     for p in map(Path, paths):
         found = [p] if (p / "corpus.json").exists() else sorted(q.parent for q in p.glob("*/corpus.json"))
         if not found:
-            raise BiosignalError(p, "corpus.json", "no prepared corpus here (run `biotok prepare`)")
+            raise BiosignalError(p, "corpus.json", f"no corpus here (run `{kind.MADE_BY}`)")
         for folder in found:
-            corpus = Corpus(folder)
+            corpus = kind(folder, **kwargs)
             result[corpus.name] = corpus
     return result

@@ -18,7 +18,7 @@ import torch
 from data_prep.config import run_command
 from data_prep.errors import ConfigError
 from data_prep.mixing import MixedCorpus, collate_windows
-from tokenizer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from tokenizer.checkpoint import latest_checkpoint, load_checkpoint, save_run_checkpoint, weight_decay_groups
 from tokenizer.train import lr_lambda
 
 from .config import SIZES, FoundationConfig
@@ -227,10 +227,8 @@ def pretrain(args: PretrainArgs) -> Path:
         seed=args.seed * 1000 + accelerator.process_index,
         collate=collate_tokens,
     )
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
     optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        weight_decay_groups(model, args.weight_decay),
         lr=args.lr,
         betas=(0.9, 0.98),
     )
@@ -333,15 +331,9 @@ def pretrain(args: PretrainArgs) -> Path:
                 with open(out / "eval.jsonl", "a") as f:
                     f.write(json.dumps({"step": done, **metrics}) + "\n")
         if done % args.save_every == 0 or done == last:
-            samplers = (
-                accelerator.gather_for_metrics([sampler.state_dict()], use_gather_object=True)
-                if accelerator.num_processes > 1
-                else [sampler.state_dict()]
+            save_run_checkpoint(
+                accelerator, out / "checkpoints", raw_model, optimizer, scheduler, done, sampler
             )
-            if accelerator.is_main_process:
-                save_checkpoint(
-                    out / "checkpoints", raw_model, optimizer, scheduler, done, {"samplers": samplers}
-                )
     bar.close()
     accelerator.wait_for_everyone()
     accelerator.end_training()

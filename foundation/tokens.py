@@ -215,18 +215,11 @@ def tokenize_corpus(
 
 def load_token_corpora(paths, expect_hash: str | None = None) -> dict[str, TokenCorpus]:
     """Token corpora by folder (a folder of several loads them all); all must share one tokenizer."""
-    if isinstance(paths, (str, Path)):
-        paths = [paths]
-    result = {}
-    for p in map(Path, paths):
-        found = [p] if (p / "corpus.json").exists() else sorted(q.parent for q in p.glob("*/corpus.json"))
-        if not found:
-            raise BiosignalError(p, "corpus.json", "no token corpus here (run `biotok tokenize`)")
-        for folder in found:
-            corpus = TokenCorpus(folder, expect_hash)
-            expect_hash = corpus.tokenizer_hash  # the first one fixes the tokenizer for the rest
-            result[corpus.name] = corpus
-    return result
+    corpora = load_corpora(paths, TokenCorpus, expect_hash=expect_hash)
+    hashes = {c.tokenizer_hash for c in corpora.values()}
+    if len(hashes) > 1:
+        raise ConfigError("tokens", f"token corpora of different tokenizers {sorted(hashes)} cannot be mixed")
+    return corpora
 
 
 @dataclass

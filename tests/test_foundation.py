@@ -161,3 +161,35 @@ def test_raw_patch_input_trains(token_root, tmp_path):
     batch = collate_tokens([tokens[0], tokens[1]])
     with pytest.raises(ValueError, match="reads raw patches"):
         model.encode(model.channel_ids(batch["ch_names"], "eeg"), "eeg", codes=batch["codes"])
+
+
+def _launch_ddp(token_root, out, **flags):
+    """2-process DDP on CPU (gloo): torchrun + Accelerate's CPU mode."""
+    import os
+    import subprocess
+    import sys
+
+    args = _args(token_root, out, steps=8, eval_every=100, log_every=1, save_every=4, **flags)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd += ["-m", "foundation.pretrain"]
+    for key, value in vars(args).items():
+        cmd += [f"--{key}", *map(str, value)] if isinstance(value, list) else [f"--{key}", str(value)]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_two_process_ddp_resumes_the_same_loss_curve(token_root, tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    _launch_ddp(token_root, straight)
+    _launch_ddp(token_root, resumed, stop_at=4)
+    state = json.loads(next((resumed / "checkpoints").glob("step_*/state.json")).read_text())
+    assert len(state["samplers"]) == 2  # each rank's data position is kept
+    _launch_ddp(token_root, resumed)
+
+    def losses(run):
+        rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+        return [(r["step"], r["train/loss"]) for r in rows if "train/loss" in r]
+
+    assert [s for s, _ in losses(straight)] == list(range(1, 9))
+    assert losses(straight) == losses(resumed)

@@ -127,3 +127,22 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module, optimizer, schedul
     random.setstate(_from_jsonable(state["python_random"]))
     np.random.set_state(_from_jsonable(state["numpy_random"]))
     return state
+
+
+def weight_decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW parameter groups: decay matrices, not biases, norms or embeddings."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        (decay if param.ndim >= 2 and "embed" not in name else no_decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def save_run_checkpoint(accelerator, folder: Path, model, optimizer, scheduler, step: int, sampler) -> None:
+    """Every rank's sampler position gathered, then one checkpoint written by the main process."""
+    from accelerate.utils import gather_object
+
+    samplers = (
+        gather_object([sampler.state_dict()]) if accelerator.num_processes > 1 else [sampler.state_dict()]
+    )
+    if accelerator.is_main_process:
+        save_checkpoint(folder, model, optimizer, scheduler, step, {"samplers": samplers})

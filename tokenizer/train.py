@@ -20,7 +20,7 @@ from data_prep.corpus import Corpus, load_corpora
 from data_prep.errors import ConfigError
 from data_prep.mixing import MixedCorpus
 
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import latest_checkpoint, load_checkpoint, save_run_checkpoint, weight_decay_groups
 from .config import TokenizerConfig
 from .metrics import codebook_stats, reconstruction_metrics
 from .model import BiotokTokenizer
@@ -126,7 +126,8 @@ def evaluate(
 
 def train(args: TokenizerTrainArgs) -> Path:
     """Run (or resume) training; returns the folder of the final `save_pretrained` weights."""
-    from accelerate import Accelerator, DistributedDataParallelKwargs
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
     from tqdm.auto import tqdm
 
     # our RVQ all-reduces its own EMA statistics; DDP must not overwrite them from rank 0
@@ -151,10 +152,8 @@ def train(args: TokenizerTrainArgs) -> Path:
     sampler = MixedCorpus(
         train_views, weights, args.batch_size, seed=args.seed * 1000 + accelerator.process_index
     )
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
     optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        weight_decay_groups(model, args.weight_decay),
         lr=args.lr,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(args.warmup_steps, args.steps))
@@ -228,15 +227,9 @@ def train(args: TokenizerTrainArgs) -> Path:
                 )
                 bar.write(f"step {done}: held-out {summary}")
         if done % args.save_every == 0 or done == last:
-            samplers = (
-                accelerator.gather_for_metrics([sampler.state_dict()], use_gather_object=True)
-                if accelerator.num_processes > 1
-                else [sampler.state_dict()]
+            save_run_checkpoint(
+                accelerator, out / "checkpoints", raw_model, optimizer, scheduler, done, sampler
             )
-            if accelerator.is_main_process:
-                save_checkpoint(
-                    out / "checkpoints", raw_model, optimizer, scheduler, done, {"samplers": samplers}
-                )
     bar.close()
     accelerator.wait_for_everyone()
     if accelerator.is_main_process and last == args.steps:
