@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import date
-from pathlib import Path
 
 import torch
-from timing import hardware, time_call
+from timing import time_call, write_results
 
 from foundation.config import FoundationConfig
 from foundation.model import BiotokFoundation, random_mask
@@ -87,14 +85,7 @@ def main() -> None:
         row["size"] = size
         print(json.dumps(row))
         rows.append(row)
-    summary = {
-        "hardware": hardware(device),
-        "peak_bf16_flops": peak,
-        "date": str(date.today()),
-        "results": rows,
-    }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(summary, indent=1))
+    write_results(args.out, device, rows, peak_bf16_flops=peak)
 
 
 if __name__ == "__main__":

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import date
 
 import torch
-from timing import hardware, time_call
+from timing import time_call, write_results
 
 from tokenizer.rvq import ResidualVQ
 
@@ -114,11 +113,7 @@ def main() -> None:
             row["train_speedup"] = ours["train_vectors_per_s"] / peer["train_vectors_per_s"]
         print(json.dumps(row))
         results.append(row)
-    summary = {"hardware": hardware(device), "date": str(date.today()), "results": results}
-    from pathlib import Path
-
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(summary, indent=1))
+    write_results(args.out, device, results)
 
 
 if __name__ == "__main__":

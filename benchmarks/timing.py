@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from collections.abc import Callable
+from datetime import date
+from pathlib import Path
 
 import torch
 
@@ -33,3 +36,10 @@ def hardware(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
     return f"cpu, torch {torch.__version__}"
+
+
+def write_results(out: str, device: torch.device, rows: list[dict], **extra) -> None:
+    """One benchmark's JSON: hardware, date, anything extra, and its rows."""
+    summary = {**extra, "hardware": hardware(device), "date": str(date.today()), "results": rows}
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(summary, indent=1))

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import date
-from pathlib import Path
 
 import torch
-from timing import hardware, time_call
+from timing import time_call, write_results
 
 from tokenizer.config import TokenizerConfig
 from tokenizer.model import BiotokTokenizer
@@ -83,14 +81,9 @@ def main() -> None:
         row = {"model": name, "batch": int(patches.shape[0]), **measure(model, patches, ch_names, device)}
         print(json.dumps(row))
         rows.append(row)
-    summary = {
-        "input": f"{N_CHANNELS} ch x {WINDOW_S} s @ {SFREQ} Hz, batch {patches.shape[0]}",
-        "hardware": hardware(device),
-        "date": str(date.today()),
-        "results": rows,
-    }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(summary, indent=1))
+    write_results(
+        args.out, device, rows, input=f"{N_CHANNELS} ch x {WINDOW_S} s @ {SFREQ} Hz, batch {patches.shape[0]}"
+    )
 
 
 if __name__ == "__main__":

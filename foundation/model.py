@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 
-from tokenizer.model import ConvBranch, Transformer
+from tokenizer.model import ConvBranch, Transformer, init_weights, vocabulary_ids
 
 from .config import FoundationConfig
 
@@ -75,15 +75,8 @@ class BiotokFoundation(PreTrainedModel):
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            nn.init.trunc_normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
-            nn.init.trunc_normal_(module.weight, std=0.02)
-            if getattr(module, "padding_idx", None) is not None:
-                module.weight.data[module.padding_idx].zero_()
-        elif isinstance(module, BiotokFoundation):
+        init_weights(module)
+        if isinstance(module, BiotokFoundation):
             nn.init.trunc_normal_(module.mask_embed, std=0.02)
             if hasattr(module, "code_offsets"):
                 s, q = module.code_offsets.shape
@@ -94,16 +87,7 @@ class BiotokFoundation(PreTrainedModel):
         if modality not in self.config.modalities:
             raise ValueError(f"modality {modality!r} not configured; this model has {self.modality_names}")
         kind = self.config.modalities[modality]["modality"]
-        width = max(len(n) for n in ch_names)
-        ids = torch.zeros(len(ch_names), width, dtype=torch.long)
-        for b, names in enumerate(ch_names):
-            unknown = [n for n in names if f"{kind}:{n}" not in self._vocab_index]
-            if unknown:
-                raise ValueError(
-                    f"channels {unknown} of modality {kind!r} are not in this model's vocabulary"
-                )
-            ids[b, : len(names)] = torch.tensor([self._vocab_index[f"{kind}:{n}"] for n in names])
-        return ids.to(self.device)
+        return vocabulary_ids(ch_names, kind, self.config.channel_vocab, self._vocab_index).to(self.device)
 
     def _inputs(
         self, codes: torch.Tensor | None, patches: torch.Tensor | None, modality: str

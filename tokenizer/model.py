@@ -93,6 +93,35 @@ class ConvBranch(nn.Module):
         return self.net(patches.unsqueeze(1))
 
 
+def init_weights(module: nn.Module) -> None:
+    """Truncated-normal linear and embedding weights, zero biases and padding rows (both models)."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if getattr(module, "padding_idx", None) is not None:
+            module.weight.data[module.padding_idx].zero_()
+
+
+def vocabulary_ids(
+    ch_names: list[list[str]], kind: str, vocab: list[str], index: dict[str, int]
+) -> torch.Tensor:
+    """Ids `(B, C)` of "kind:name" channels in `vocab` (0-padded); unknown names are an error."""
+    width = max(len(names) for names in ch_names)
+    ids = torch.zeros(len(ch_names), width, dtype=torch.long)
+    for b, names in enumerate(ch_names):
+        unknown = [n for n in names if f"{kind}:{n}" not in index]
+        if unknown:
+            raise ValueError(
+                f"channels {unknown} of modality {kind!r} are not in this model's vocabulary "
+                f"({len(vocab)} channels, e.g. {vocab[:5]})"
+            )
+        ids[b, : len(names)] = torch.tensor([index[f"{kind}:{n}"] for n in names])
+    return ids
+
+
 @dataclass
 class TokenizerOutput:
     loss: torch.Tensor
@@ -171,14 +200,7 @@ class BiotokTokenizer(PreTrainedModel):
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            nn.init.trunc_normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.trunc_normal_(module.weight, std=0.02)
-            if module.padding_idx is not None:
-                module.weight.data[module.padding_idx].zero_()
+        init_weights(module)
 
     # ------------------------------------------------------------ channels
 
@@ -187,19 +209,11 @@ class BiotokTokenizer(PreTrainedModel):
 
         `modality` is a key of `config.modalities` (a preset name such as "eeg" or "emg_200hz")."""
         self._check_modality(modality)
-        kind = self._modality_of[modality]
         if ch_names and isinstance(ch_names[0], str):
             ch_names = [ch_names]
-        width = max(len(names) for names in ch_names)
-        ids = torch.zeros(len(ch_names), width, dtype=torch.long)
-        for b, names in enumerate(ch_names):
-            unknown = [n for n in names if f"{kind}:{n}" not in self._vocab_index]
-            if unknown:
-                raise ValueError(
-                    f"channels {unknown} of modality {kind!r} are not in this tokenizer's vocabulary "
-                    f"({len(self.config.channel_vocab)} channels, e.g. {self.config.channel_vocab[:5]})"
-                )
-            ids[b, : len(names)] = torch.tensor([self._vocab_index[f"{kind}:{n}"] for n in names])
+        ids = vocabulary_ids(
+            ch_names, self._modality_of[modality], self.config.channel_vocab, self._vocab_index
+        )
         return ids.to(self.device)
 
     # ------------------------------------------------------------ network
