@@ -14,13 +14,21 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
         "foundation.pretrain",
         "masked-token pretraining of the foundation model on token corpora",
     ),
+    ("finetune", "emg2qwerty"): (
+        "finetune.emg2qwerty",
+        "CTC keystroke decoding on emg2qwerty sessions (transformer, TDS, RVQ, distilled, foundation)",
+    ),
+    ("finetune", "emg2qwerty-table"): (
+        "finetune.emg2qwerty_table",
+        "every emg2qwerty model family over several seeds, as one CER table",
+    ),
 }
 
 
 def usage() -> str:
     lines = ["usage: biotok <command> [--help] [flags]", "", "commands:"]
     for words, (_, text) in COMMANDS.items():
-        lines.append(f"  {' '.join(words):<22} {text}")
+        lines.append(f"  {' '.join(words):<27} {text}")
     return "\n".join(lines)
 
 

@@ -19,53 +19,110 @@ from .config import TokenizerConfig
 from .rvq import ResidualVQ
 
 
+class KVCache:
+    """Past keys and values of every block, for step-by-step (streaming) inference."""
+
+    def __init__(self) -> None:
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+
+    @property
+    def length(self) -> int:
+        return self.keys[0].shape[2] if self.keys else 0
+
+    def extend(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append `(B, H, t, d)` keys/values of `layer`; returns all of them so far."""
+        if layer == len(self.keys):
+            self.keys.append(k)
+            self.values.append(v)
+        else:
+            self.keys[layer] = torch.cat([self.keys[layer], k], dim=2)
+            self.values[layer] = torch.cat([self.values[layer], v], dim=2)
+        return self.keys[layer], self.values[layer]
+
+
 class Attention(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, dropout: float):
+    def __init__(self, d_model: int, n_heads: int, dropout: float, qk_norm: bool = True):
         super().__init__()
         self.n_heads, self.dropout = n_heads, dropout
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.out = nn.Linear(d_model, d_model)
         head = d_model // n_heads
-        self.q_norm, self.k_norm = nn.LayerNorm(head), nn.LayerNorm(head)  # QK-norm keeps logits tame
+        # QK-norm keeps logits tame; off where a published architecture is reproduced exactly
+        self.q_norm = nn.LayerNorm(head) if qk_norm else nn.Identity()
+        self.k_norm = nn.LayerNorm(head) if qk_norm else nn.Identity()
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        attn_mask: torch.Tensor | None,
+        is_causal: bool = False,
+        cache: KVCache | None = None,
+        layer: int = 0,
+    ) -> torch.Tensor:
         b, t, d = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
+        q, k = self.q_norm(q), self.k_norm(k)
+        if cache is not None:
+            k, v = cache.extend(layer, k, v)
+            if is_causal and t > 1:  # the t new queries are the last t positions
+                n = k.shape[2]
+                attn_mask = torch.ones(t, n, dtype=torch.bool, device=x.device).tril(n - t)
+            is_causal = False
         y = F.scaled_dot_product_attention(
-            self.q_norm(q),
-            self.k_norm(k),
+            q,
+            k,
             v,
             attn_mask=attn_mask,
             dropout_p=self.dropout if self.training else 0.0,
+            is_causal=is_causal,
         )
         return self.out(y.transpose(1, 2).reshape(b, t, d))
 
 
 class Block(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, dropout: float):
+    def __init__(self, d_model: int, n_heads: int, dropout: float, qk_norm: bool = True):
         super().__init__()
         self.ln1, self.ln2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
-        self.attn = Attention(d_model, n_heads, dropout)
+        self.attn = Attention(d_model, n_heads, dropout, qk_norm)
         self.mlp = nn.Sequential(
             nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model), nn.Dropout(dropout)
         )
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x), attn_mask)
+    def forward(
+        self,
+        x: torch.Tensor,
+        attn_mask: torch.Tensor | None,
+        is_causal: bool = False,
+        cache: KVCache | None = None,
+        layer: int = 0,
+    ) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), attn_mask, is_causal, cache, layer)
         return x + self.mlp(self.ln2(x))
 
 
 class Transformer(nn.Module):
-    """Pre-LayerNorm encoder. attn_mask `(B, 1, 1, T)` bool, True = attend."""
+    """Pre-LayerNorm encoder. attn_mask `(B, 1, 1, T)` bool, True = attend; or `is_causal`.
 
-    def __init__(self, d_model: int, n_layers: int, n_heads: int, dropout: float = 0.0):
+    With a `KVCache`, x holds only the new positions and attends to every cached one as well.
+    """
+
+    def __init__(
+        self, d_model: int, n_layers: int, n_heads: int, dropout: float = 0.0, qk_norm: bool = True
+    ):
         super().__init__()
-        self.blocks = nn.ModuleList(Block(d_model, n_heads, dropout) for _ in range(n_layers))
+        self.blocks = nn.ModuleList(Block(d_model, n_heads, dropout, qk_norm) for _ in range(n_layers))
         self.ln = nn.LayerNorm(d_model)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        for block in self.blocks:
-            x = block(x, attn_mask)
+    def forward(
+        self,
+        x: torch.Tensor,
+        attn_mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        for i, block in enumerate(self.blocks):
+            x = block(x, attn_mask, is_causal, cache, i)
         return self.ln(x)
 
 

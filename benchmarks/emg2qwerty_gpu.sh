@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The emg2qwerty stage's GPU session, in two calls (each under the device's 10-minute limit):
+#
+#   bash benchmarks/emg2qwerty_gpu.sh start OUT    # data, speed benchmark, foundation pretraining;
+#                                                  # starts the CER table in the background (setsid)
+#   bash benchmarks/emg2qwerty_gpu.sh finish OUT   # waits for the table, packs the results
+#
+# Data: synthetic emg2qwerty-format sessions (USERS x SESSIONS x SESSION_S), generic split = user 0
+# held out; the foundation model is pretrained on the training users' sessions only.
+set -euo pipefail
+phase=$1
+out=$2
+work=${WORK:-/tmp/emg2qwerty_gpu}
+users=${USERS:-8}
+sessions=${SESSIONS:-4}
+session_s=${SESSION_S:-120}
+steps=${STEPS:-1500}
+pretrain_steps=${PRETRAIN_STEPS:-1500}
+export PYTHONUNBUFFERED=1 TQDM_MININTERVAL=30
+mkdir -p "$out" "$work/results"
+
+if [ "$phase" = start ]; then
+    python - <<EOF
+from data_prep.synthetic import SyntheticConfig, write_default_dataset
+config = SyntheticConfig(eeg_subjects=0, ecg_records=0, emg_users=$users, emg_sessions=$sessions,
+                         emg_session_s=$session_s)
+write_default_dataset("$work/data", config, progress=False)
+EOF
+    # the foundation model sees only the training users' signals (no labels)
+    cat > "$work/pretrain_sources.yaml" <<EOF
+corpora:
+  emg2qwerty_train:
+    preset: emg
+    sources:
+      - path: "emg2qwerty/synthetic-0[1-9]-*.hdf5"
+        reader: emg2qwerty
+EOF
+    python -m data_prep.prepare --sources "$work/pretrain_sources.yaml" --root "$work/data" \
+        --out "$work/corpora" --progress false
+    python -m foundation.tokens --tokenizer pretrained_models/tokenizer-small --corpora "$work/corpora" \
+        --out "$work/tokens" --progress false
+    # the table's runs share the GPU; the speed benchmark runs first, alone
+    python benchmarks/emg2qwerty_speed.py --out "$work/results/emg2qwerty_speed.json"
+    python -m foundation.pretrain --tokens "$work/tokens" --size small --steps "$pretrain_steps" \
+        --batch_size 64 --lr 5e-4 --warmup_steps 100 --mixed_precision bf16 --eval_every "$pretrain_steps" \
+        --eval_batches 8 --log_every 100 --save_every "$pretrain_steps" --out "$work/foundation" --progress false
+    cp "$work/foundation/eval.jsonl" "$work/results/foundation_eval.jsonl"
+    # the background runs read a private copy of the code: the device re-syncs the working tree on
+    # every call, and a process importing during a sync fails (it cost one run of the first session)
+    rm -rf "$work/code" && mkdir -p "$work/code" && cp -r data_prep tokenizer foundation finetune pretrained_models "$work/code/"
+    cd "$work/code"
+    setsid nohup env PYTHONPATH="$work/code:${PYTHONPATH:-}" python -m finetune.emg2qwerty_table --data "$work/data/emg2qwerty" --out "$work/table" \
+        --steps "$steps" --seeds 0,1,2 --foundation "$work/foundation/final" --mixed_precision bf16 \
+        --jobs "${JOBS:-7}" > "$work/table.log" 2>&1 < /dev/null &
+    sleep 5
+    cat "$work/table.log"
+    nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv
+else
+    while [ ! -f "$work/table/table.md" ] && pgrep -f finetune.emg2qwerty_table > /dev/null; do
+        sleep 10
+    done
+    cat "$work/table.log"
+    cp "$work/table/table.md" "$work/table/table.json" "$work/results/" || true
+    # every run's results and log, flat (the device returns at most 2 folder levels)
+    for f in "$work"/table/*/seed*/results.json; do
+        run=$(dirname "$f"); row=$(basename "$(dirname "$run")"); seed=$(basename "$run")
+        cp "$f" "$work/results/res_${row}_${seed}.json"
+        cp "$run/log.jsonl" "$work/results/log_${row}_${seed}.jsonl"
+    done
+    tar -czf "$out/results.tar.gz" -C "$work" results
+    ls -la "$out"
+fi

@@ -1,0 +1,321 @@
+"""`biotok finetune emg2qwerty`: CTC keystroke decoding on emg2qwerty sessions, with Accelerate.
+
+biotok finetune emg2qwerty --data biotok_out/data/emg2qwerty --model tiny --steps 2000
+biotok finetune emg2qwerty --model tiny --rvq_levels 2                      # emg-tokenizer bottleneck
+biotok finetune emg2qwerty --model tiny --teacher runs/small/final          # logit distillation
+biotok finetune emg2qwerty --model foundation --foundation runs/foundation/final
+biotok finetune emg2qwerty --split <data>/splits/user0.yaml --init_from runs/tiny/final   # personalize
+
+Trains on random 4 s windows of the split's train sessions, reports windowed validation CER while
+training, then decodes each whole test session at batch 1 (greedy, and beam search with a character
+n-gram LM trained on the train sessions' prompts) and writes `results.json` and `final/`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from data_prep.config import run_command
+from data_prep.errors import ConfigError
+from foundation.tracking import JSONLinesTracker
+from tokenizer.checkpoint import latest_checkpoint, load_checkpoint, save_run_checkpoint, weight_decay_groups
+from tokenizer.train import lr_lambda
+
+from .cer import EditCounts, edit_counts
+from .ctc import ctc_loss, distillation_loss
+from .decoding import beam_search, greedy_decode
+from .emg_data import LabelledSession, WindowSampler, eval_windows, load_split
+from .emg_models import EmgCTCConfig, EmgCTCModel
+from .lm import CharNGramLM
+
+
+@dataclass
+class CTCTrainArgs:
+    """Fine-tune a CTC keystroke decoder on emg2qwerty-format sessions."""
+
+    data: str = field(default="biotok_out/data/emg2qwerty", metadata={"help": "folder of <session>.hdf5"})
+    split: str = field(default="", metadata={"help": "split file (default: <data>/splits/generic.yaml)"})
+    model: str = field(
+        default="tiny", metadata={"help": "tiny | small | large | <width>x<depth> | tds | foundation"}
+    )
+    causal: bool = field(default=False, metadata={"help": "fully causal transformer (can stream)"})
+    rvq_levels: int = field(default=0, metadata={"help": "RVQ bottleneck levels after block 1 (0: none)"})
+    rvq_codebook_size: int = 1024
+    foundation: str = field(default="", metadata={"help": "pretrained foundation folder (model=foundation)"})
+    tokenizer: str = field(
+        default="pretrained_models/tokenizer-small", metadata={"help": "the foundation's tokenizer folder"}
+    )
+    frames_per_patch: int = field(default=10, metadata={"help": "CTC frames per 200 ms patch (foundation)"})
+    teacher: str = field(default="", metadata={"help": "teacher model folder: distil its logits"})
+    kd_alpha: float = 1.0
+    kd_beta: float = 1.0
+    kd_temperature: float = 2.0
+    init_from: str = field(default="", metadata={"help": "start from this model (personalization)"})
+    out: str = "runs/emg2qwerty"
+    steps: int = 2000
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 200
+    grad_clip: float = 1.0
+    dropout: float = 0.2
+    eval_every: int = 500
+    log_every: int = 50
+    save_every: int = 500
+    resume: bool = field(default=True, metadata={"help": "continue from the newest checkpoint in --out"})
+    stop_at: int = field(default=0, metadata={"help": "stop after this step (0: run to --steps)"})
+    mixed_precision: str = field(default="no", metadata={"help": "no | bf16 | fp16"})
+    lm_order: int = field(default=6, metadata={"help": "character n-gram order (0: no LM)"})
+    lm_weight: float = 0.5
+    insertion_bonus: float = 0.5
+    beam: int = 50
+    augment: bool = True
+    seed: int = 0
+    progress: bool = True
+
+
+def build_model(args: CTCTrainArgs) -> EmgCTCModel:
+    """A new model of `args.model`, or `args.init_from`'s weights (personalization)."""
+    if args.init_from:
+        return EmgCTCModel.from_pretrained(args.init_from)
+    common = dict(
+        causal=args.causal,
+        rvq_levels=args.rvq_levels,
+        rvq_codebook_size=args.rvq_codebook_size,
+        dropout=args.dropout,
+    )
+    if args.model != "foundation":
+        return EmgCTCModel(EmgCTCConfig.named(args.model, **common))
+    from foundation.model import BiotokFoundation
+    from tokenizer.model import BiotokTokenizer
+
+    if not args.foundation:
+        raise ConfigError("foundation", "model=foundation needs --foundation <pretrained folder>")
+    tokenizer = BiotokTokenizer.from_pretrained(args.tokenizer)
+    foundation = BiotokFoundation.from_pretrained(args.foundation)
+    if foundation.config.tokenizer_hash != tokenizer.config.config_hash():
+        raise ConfigError(
+            "tokenizer",
+            f"{args.foundation} was pretrained on codes of tokenizer {foundation.config.tokenizer_hash}, "
+            f"but {args.tokenizer} is {tokenizer.config.config_hash()}",
+        )
+    config = EmgCTCConfig(
+        architecture="foundation",
+        width=256,
+        tokenizer_config=tokenizer.config.to_dict(),
+        foundation_config=foundation.config.to_dict(),
+        frames_per_patch=args.frames_per_patch,
+        **common,
+    )
+    model = EmgCTCModel(config)
+    model.backbone.tokenizer.load_state_dict(tokenizer.state_dict())
+    model.backbone.foundation.load_state_dict(foundation.state_dict())
+    return model
+
+
+def prepare_sessions(sessions: list[LabelledSession], preset: dict | None) -> list[LabelledSession]:
+    """The sessions as the model reads them: raw, or through a tokenizer preset (filter, resample, scale)."""
+    if preset is None:
+        return sessions
+    from data_prep.emg2qwerty import CH_NAMES
+    from data_prep.presets import get_preset, preprocess
+    from data_prep.recording import Recording
+
+    out = []
+    for s in sessions:
+        rec = preprocess(
+            Recording(s.signal, s.sfreq, list(CH_NAMES), "adu", "emg", source=s.name), get_preset(preset)
+        )
+        out.append(LabelledSession(s.name, s.user, rec.data, rec.sfreq, s.keys, s.key_times, s.prompts))
+    return out
+
+
+def train_lm(sessions: list[LabelledSession], order: int) -> CharNGramLM | None:
+    texts = [text for s in sessions for text in s.prompts]
+    return CharNGramLM(order).fit(texts) if order and texts else None
+
+
+@torch.no_grad()
+def window_cer(model: EmgCTCModel, batches: list[dict], device) -> float:
+    """Greedy CER over fixed validation windows."""
+    model.eval()
+    total = EditCounts()
+    for batch in batches:
+        output = model(batch["emg"].to(device))
+        for i in range(len(output.log_probs)):
+            prediction = greedy_decode(output.log_probs[i, : output.lengths[i]])
+            total = total + edit_counts(
+                batch["targets"][i, : batch["target_lengths"][i]].tolist(), prediction
+            )
+    model.train()
+    return total.cer
+
+
+@torch.no_grad()
+def test_sessions(
+    model: EmgCTCModel, sessions: list[LabelledSession], lm: CharNGramLM | None, args: CTCTrainArgs, device
+) -> dict:
+    """Whole-session decoding at batch 1: CER (greedy, beam, beam + LM) summed over sessions."""
+    model.eval()
+    totals = {"greedy": EditCounts(), "beam": EditCounts(), "beam_lm": EditCounts()}
+    per_session = []
+    for session in sessions:
+        emissions = model.session_log_probs(torch.from_numpy(session.signal).to(device)).cpu()
+        target = session.labels(0, session.signal.shape[1]).tolist()
+        row = {"session": session.name, "user": session.user, "target_length": len(target)}
+        decoders = {
+            "greedy": lambda e: greedy_decode(e),
+            "beam": lambda e: beam_search(e, None, args.beam, insertion_bonus=0.0),
+        }
+        if lm is not None:
+            decoders["beam_lm"] = lambda e: beam_search(
+                e, lm, args.beam, args.lm_weight, args.insertion_bonus
+            )
+        for name, decode in decoders.items():
+            counts = edit_counts(target, decode(emissions))
+            totals[name] = totals[name] + counts
+            row[name] = asdict(counts) | {"cer": counts.cer}
+        per_session.append(row)
+    model.train()
+    return {
+        **{f"cer_{k}": v.cer for k, v in totals.items() if v.target_length},
+        "sessions": per_session,
+    }
+
+
+def finetune(args: CTCTrainArgs) -> dict:
+    """Train (or resume), test on whole sessions; returns the results written to `out/results.json`."""
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    out = Path(args.out)
+    accelerator = Accelerator(
+        mixed_precision=args.mixed_precision, log_with=[JSONLinesTracker(str(out))], project_dir=str(out)
+    )
+    torch.manual_seed(args.seed)
+    split = args.split or str(Path(args.data) / "splits" / "generic.yaml")
+    spec, parts = load_split(args.data, split)
+    model = build_model(args)
+    parts = {name: prepare_sessions(sessions, model.input_preset) for name, sessions in parts.items()}
+    lm = train_lm(parts["train"], args.lm_order)
+    teacher = None
+    if args.teacher:
+        teacher = (
+            EmgCTCModel.from_pretrained(args.teacher).to(accelerator.device).eval().requires_grad_(False)
+        )
+    sampler = WindowSampler(
+        parts["train"], args.batch_size, args.seed, accelerator.process_index, augment=args.augment
+    )
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {**group, "params": [p for p in group["params"] if p.requires_grad]}  # the tokenizer stays frozen
+        for group in weight_decay_groups(model, args.weight_decay)
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=args.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(args.warmup_steps, args.steps))
+    start = 0
+    checkpoint = latest_checkpoint(out / "checkpoints") if args.resume else None
+    if checkpoint is not None:
+        start = load_checkpoint(checkpoint, model, optimizer, scheduler)["step"]
+        accelerator.print(f"resumed from {checkpoint} at step {start}")
+    model, optimizer = accelerator.prepare(model, optimizer)
+    raw = accelerator.unwrap_model(model)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "finetune_args.json").write_text(json.dumps(asdict(args), indent=2))
+        if lm is not None:
+            lm.save(out / "lm.json")
+    accelerator.init_trackers("emg2qwerty", config=asdict(args))
+    val_batches = eval_windows(parts["val"], args.batch_size) if parts["val"] else []
+    last = min(args.steps, args.stop_at) if args.stop_at else args.steps
+    bar = tqdm(total=args.steps, initial=start, desc=f"emg2qwerty {args.model}", disable=not args.progress)
+    running, infeasible_total, started = [], 0, time.perf_counter()
+    model.train()
+    for step in range(start, last):
+        batch = sampler.batch(step)
+        emg = batch["emg"].to(accelerator.device)
+        targets = batch["targets"].to(accelerator.device)
+        target_lengths = batch["target_lengths"].to(accelerator.device)
+        with accelerator.autocast():
+            output = model(emg)
+        loss, infeasible = ctc_loss(output.log_probs, output.lengths, targets, target_lengths)
+        infeasible_total += infeasible
+        if teacher is not None:
+            with torch.no_grad(), accelerator.autocast():
+                teacher_logits = teacher(emg).logits
+            kd = distillation_loss(output.logits, teacher_logits, args.kd_temperature)
+            loss = (args.kd_alpha * kd + args.kd_beta * loss) / (args.kd_alpha + args.kd_beta)
+        loss = loss + raw.config.rvq_commitment_weight * output.commit_loss
+        accelerator.backward(loss)
+        if args.grad_clip:
+            accelerator.clip_grad_norm_(trainable, args.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        running.append(float(loss.detach()))
+        done = step + 1
+        bar.update(1)
+        if done % args.log_every == 0 or done == last:
+            record = {
+                "train/loss": float(np.mean(running)),
+                "train/lr": scheduler.get_last_lr()[0],
+                "train/infeasible_windows": infeasible_total,
+                "train/seconds": time.perf_counter() - started,
+            }
+            accelerator.log(record, step=done)
+            bar.set_postfix(loss=f"{record['train/loss']:.3f}")
+            running = []
+        if val_batches and (done % args.eval_every == 0 or done == last):
+            val = window_cer(raw, val_batches, accelerator.device)
+            accelerator.log({"val/cer": val}, step=done)
+            bar.write(f"step {done}: validation CER {val:.1f}%")
+        if done % args.save_every == 0 or done == last:
+            save_run_checkpoint(accelerator, out / "checkpoints", raw, optimizer, scheduler, done, sampler)
+    bar.close()
+    if infeasible_total:
+        warnings.warn(
+            f"{infeasible_total} training windows had more keys than CTC frames allow; their loss was zeroed",
+            stacklevel=2,
+        )
+    accelerator.end_training()
+    results = {
+        "args": asdict(args),
+        "split": {"user": spec.user},
+        "steps": last,
+        "parameters": sum(p.numel() for p in trainable),
+        "infeasible_windows": infeasible_total,
+        "compression": raw.config.compression(),
+    }
+    if last < args.steps:
+        return results
+    if val_batches:
+        results["val_cer_windows"] = window_cer(raw, val_batches, accelerator.device)
+    if parts["test"]:
+        results["test"] = test_sessions(raw, parts["test"], lm, args, accelerator.device)
+        summary = ", ".join(f"{k} {v:.1f}%" for k, v in results["test"].items() if k.startswith("cer"))
+        accelerator.print(f"test CER (whole sessions): {summary}")
+    if accelerator.is_main_process:
+        raw.save_pretrained(str(out / "final"))
+        (out / "results.json").write_text(json.dumps(results, indent=2))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    def job(args: CTCTrainArgs) -> None:
+        if args.model == "foundation" and not args.foundation:
+            raise ConfigError("foundation", "model=foundation needs --foundation <pretrained folder>")
+        finetune(args)
+
+    return run_command(CTCTrainArgs, job, argv, prog="biotok finetune emg2qwerty")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

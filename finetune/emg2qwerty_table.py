@@ -1,0 +1,242 @@
+"""`biotok finetune emg2qwerty-table`: every model family on one split, several seeds, one table.
+
+biotok finetune emg2qwerty-table --data biotok_out/data/emg2qwerty --steps 1500 --seeds 0,1,2 \
+    --foundation runs/foundation/final --jobs 4
+
+Rows: TDS-ConvNet, TINY, SMALL, TINY with RVQ bottlenecks at several bit rates, TINY distilled from
+SMALL (same seed), the foundation-backed model, and TINY personalized (the generic TINY fine-tuned on
+the personalized split's user). Each (row, seed) is one `biotok finetune emg2qwerty` run in its own
+process (`--jobs` at a time); the table reads their `results.json`: test CER over whole held-out
+sessions, mean ± std over seeds (population std, as emg2qwerty reports).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from data_prep.atomic import atomic_path
+from data_prep.config import run_command
+
+
+@dataclass
+class TableArgs:
+    """Train and test every emg2qwerty model family over several seeds; write a Markdown + JSON table."""
+
+    data: str = "biotok_out/data/emg2qwerty"
+    split: str = field(default="", metadata={"help": "generic split (default: <data>/splits/generic.yaml)"})
+    personal_split: str = field(
+        default="", metadata={"help": "personalized split (default: <data>/splits/user0.yaml if present)"}
+    )
+    out: str = "runs/emg2qwerty_table"
+    seeds: str = "0,1,2"
+    steps: int = 1500
+    personal_steps: int = 300
+    batch_size: int = 32
+    rvq: str = field(default="1x1024,2x1024,4x1024", metadata={"help": "bottlenecks, levels x codebook size"})
+    foundation: str = field(default="", metadata={"help": "pretrained foundation folder ('' skips the row)"})
+    tokenizer: str = "pretrained_models/tokenizer-small"
+    rows: str = field(default="", metadata={"help": "only these rows (comma-separated names)"})
+    mixed_precision: str = "no"
+    jobs: int = 1
+    beam: int = 50
+    extra: str = field(default="", metadata={"help": "extra flags for every run"})
+
+
+def _runs(args: TableArgs) -> list[tuple[str, list[str], str]]:
+    """(row name, flags, the row it waits for) for one seed."""
+    rows: list[tuple[str, list[str], str]] = [
+        ("TDS-ConvNet", ["--model", "tds"], ""),
+        ("TINY", ["--model", "tiny"], ""),
+        ("SMALL", ["--model", "small", "--lr", "5e-4"], ""),
+    ]
+    for spec in filter(None, args.rvq.split(",")):
+        levels, size = spec.split("x")
+        rows.append(
+            (
+                f"TINY + RVQ {spec}",
+                ["--model", "tiny", "--rvq_levels", levels, "--rvq_codebook_size", size],
+                "",
+            )
+        )
+    rows.append(("TINY distilled from SMALL", ["--model", "tiny", "--teacher", "{SMALL}/final"], "SMALL"))
+    if args.foundation:
+        rows.append(
+            (
+                "foundation-backed",
+                [
+                    "--model",
+                    "foundation",
+                    "--foundation",
+                    args.foundation,
+                    "--tokenizer",
+                    args.tokenizer,
+                    "--lr",
+                    "5e-4",
+                ],
+                "",
+            )
+        )
+    personal = args.personal_split or str(Path(args.data) / "splits" / "user0.yaml")
+    if Path(personal).exists():
+        rows.append(
+            (
+                "TINY personalized",
+                [
+                    "--split",
+                    personal,
+                    "--init_from",
+                    "{TINY}/final",
+                    "--steps",
+                    str(args.personal_steps),
+                    "--warmup_steps",
+                    "30",
+                    "--lr",
+                    "3e-4",
+                ],
+                "TINY",
+            )
+        )
+    if args.rows:
+        wanted = set(args.rows.split(","))
+        rows = [r for r in rows if r[0] in wanted]
+    return rows
+
+
+def _folder(out: Path, row: str, seed: int) -> Path:
+    return out / f"{row.replace(' ', '_').replace('+', 'plus')}" / f"seed{seed}"
+
+
+def run_table(args: TableArgs) -> dict:
+    out = Path(args.out)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    rows = _runs(args)
+    base = [
+        "--data",
+        args.data,
+        "--steps",
+        str(args.steps),
+        "--batch_size",
+        str(args.batch_size),
+        "--mixed_precision",
+        args.mixed_precision,
+        "--beam",
+        str(args.beam),
+        "--progress",
+        "false",
+    ]
+    if args.split:
+        base += ["--split", args.split]
+    base += args.extra.split()
+
+    failures: list[str] = []
+
+    def run(row: str, flags: list[str], seed: int) -> None:
+        folder = _folder(out, row, seed)
+        if (folder / "results.json").exists():
+            return
+        flags = [
+            f.replace("{SMALL}", str(_folder(out, "SMALL", seed))).replace(
+                "{TINY}", str(_folder(out, "TINY", seed))
+            )
+            for f in flags
+        ]
+        folder.mkdir(parents=True, exist_ok=True)
+        command = [
+            sys.executable,
+            "-m",
+            "finetune.emg2qwerty",
+            *base,
+            *flags,
+            "--seed",
+            str(seed),
+            "--out",
+            str(folder),
+        ]
+        with open(folder / "run.log", "w") as log:
+            done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
+        if done.returncode:  # reported, and the table goes on with the other runs
+            failures.append(f"{row} seed {seed}: exit {done.returncode}, see {folder / 'run.log'}")
+            print(f"FAILED: {failures[-1]}", flush=True)
+            return
+        print(f"done: {row} seed {seed}", flush=True)
+
+    # rows without a dependency first, then the ones that need their results
+    independent = [(r, f, s) for r, f, dep in rows if not dep for s in seeds]
+    dependent = [(r, f, s) for r, f, dep in rows if dep for s in seeds]
+    for stage in (independent, dependent):
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            list(pool.map(lambda job: run(*job), stage))
+    table = collect(out, [r for r, _, _ in rows], seeds)
+    table["args"], table["failures"] = asdict(args), failures
+    with atomic_path(out / "table.json") as tmp:
+        tmp.write_text(json.dumps(table, indent=2))
+    with atomic_path(out / "table.md") as tmp:
+        tmp.write_text(markdown(table))
+    print(markdown(table))
+    return table
+
+
+def collect(out: Path, rows: list[str], seeds: list[int]) -> dict:
+    """Mean ± population std over seeds of each row's test and validation CER."""
+    table = {"rows": []}
+    for row in rows:
+        done = [s for s in seeds if (_folder(out, row, s) / "results.json").exists()]
+        if not done:
+            continue
+        results = [json.loads((_folder(out, row, s) / "results.json").read_text()) for s in done]
+        entry = {
+            "row": row,
+            "seeds": done,
+            "parameters": results[0]["parameters"],
+            "compression": results[0].get("compression") or {},
+        }
+        for key in ("cer_greedy", "cer_beam", "cer_beam_lm"):
+            values = [r["test"][key] for r in results if key in r.get("test", {})]
+            if values:
+                entry[key] = {"mean": float(np.mean(values)), "std": float(np.std(values)), "values": values}
+        values = [r["val_cer_windows"] for r in results if "val_cer_windows" in r]
+        if values:
+            entry["val_cer"] = {
+                "mean": float(np.mean(values)),
+                "std": float(np.std(values)),
+                "values": values,
+            }
+        table["rows"].append(entry)
+    return table
+
+
+def markdown(table: dict) -> str:
+    def cell(entry: dict, key: str) -> str:
+        if key not in entry:
+            return "—"
+        values = " / ".join(f"{v:.1f}" for v in entry[key]["values"])
+        return f"{entry[key]['mean']:.1f} ± {entry[key]['std']:.1f} ({values})"
+
+    lines = [
+        "| model | seeds | parameters | bits/frame (x vs latent, x vs raw) | val CER (windows) | test CER greedy "
+        "| test CER beam | test CER beam + LM |",
+        "|---|---|---:|---|---:|---:|---:|---:|",
+    ]
+    for e in table["rows"]:
+        c = e["compression"]
+        bits = f"{c['bits_per_frame']:.0f} ({c['vs_latent']:.0f}x, {c['vs_raw']:.0f}x)" if c else "—"
+        lines.append(
+            f"| {e['row']} | {','.join(map(str, e['seeds']))} | {e['parameters']:,} | {bits} | {cell(e, 'val_cer')} | {cell(e, 'cer_greedy')} "
+            f"| {cell(e, 'cer_beam')} | {cell(e, 'cer_beam_lm')} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(TableArgs, run_table, argv, prog="biotok finetune emg2qwerty-table")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
