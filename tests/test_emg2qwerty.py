@@ -114,10 +114,17 @@ def test_ctc_length_guard_counts_infeasible_windows():
     assert infeasible == 1 and math.isfinite(float(loss))
     loss, infeasible = ctc_loss(log_probs.repeat(1, 2, 1), torch.tensor([6, 6]), targets, lengths)
     assert infeasible == 0
-    reference = torch.nn.functional.ctc_loss(
-        log_probs.repeat(1, 2, 1).transpose(0, 1), torch.tensor([0, 0, 1, 2, 3]), torch.tensor([6, 6]),
-        lengths, blank=BLANK, reduction="sum",
-    ) / lengths.sum()
+    reference = (
+        torch.nn.functional.ctc_loss(
+            log_probs.repeat(1, 2, 1).transpose(0, 1),
+            torch.tensor([0, 0, 1, 2, 3]),
+            torch.tensor([6, 6]),
+            lengths,
+            blank=BLANK,
+            reduction="sum",
+        )
+        / lengths.sum()
+    )
     assert float(loss) == pytest.approx(float(reference), rel=1e-5)
 
 
@@ -257,13 +264,29 @@ def test_windows_are_reproducible_and_labelled(emg_data):
 def _train(emg_data, out, **overrides):
     from finetune.emg2qwerty import CTCTrainArgs, finetune
 
-    args = dict(data=str(emg_data), model="128x2", steps=8, batch_size=2, warmup_steps=2, eval_every=4,
-                log_every=1, save_every=4, beam=4, lm_order=3, out=str(out), progress=False)
+    args = dict(
+        data=str(emg_data),
+        model="128x2",
+        steps=8,
+        batch_size=2,
+        warmup_steps=2,
+        eval_every=4,
+        log_every=1,
+        save_every=4,
+        beam=4,
+        lm_order=3,
+        out=str(out),
+        progress=False,
+    )
     return finetune(CTCTrainArgs(**{**args, **overrides}))
 
 
 def _losses(run) -> list[float]:
-    return [r["train/loss"] for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if "train/loss" in r]
+    return [
+        r["train/loss"]
+        for r in map(json.loads, (run / "log.jsonl").read_text().splitlines())
+        if "train/loss" in r
+    ]
 
 
 def test_training_resumes_the_same_loss_curve_and_reloads(emg_data, tmp_path):
@@ -295,7 +318,9 @@ def test_every_family_trains_end_to_end(emg_data, tmp_path):
         "personal": dict(init_from=str(teacher / "final"), split=str(emg_data / "splits" / "user0.yaml")),
     }
     tokenizer = BiotokTokenizer.from_pretrained("pretrained_models/tokenizer-small")
-    foundation = BiotokFoundation(FoundationConfig.from_tokenizer(tokenizer.config, "tiny", n_target_levels=2))
+    foundation = BiotokFoundation(
+        FoundationConfig.from_tokenizer(tokenizer.config, "tiny", n_target_levels=2)
+    )
     foundation.save_pretrained(tmp_path / "foundation")
     runs["foundation"] = dict(model="foundation", foundation=str(tmp_path / "foundation"))
     for name, overrides in runs.items():

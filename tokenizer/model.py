@@ -107,9 +107,7 @@ class Transformer(nn.Module):
     With a `KVCache`, x holds only the new positions and attends to every cached one as well.
     """
 
-    def __init__(
-        self, d_model: int, n_layers: int, n_heads: int, dropout: float = 0.0, qk_norm: bool = True
-    ):
+    def __init__(self, d_model: int, n_layers: int, n_heads: int, dropout: float = 0.0, qk_norm: bool = True):
         super().__init__()
         self.blocks = nn.ModuleList(Block(d_model, n_heads, dropout, qk_norm) for _ in range(n_layers))
         self.ln = nn.LayerNorm(d_model)
