@@ -24,7 +24,7 @@ def ctc_loss(
     Infeasible samples (more labels than frames allow) contribute zero instead of inf; the caller
     counts and reports them."""
     infeasible = frames_needed(targets, target_lengths) > lengths
-    flat = targets[targets >= 0] if targets.numel() else targets.flatten()
+    flat = targets[targets >= 0]  # row-major: the targets concatenated, padding dropped
     loss = F.ctc_loss(
         log_probs.transpose(0, 1).float(),
         flat,

@@ -17,7 +17,7 @@ import json
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -134,7 +134,7 @@ def prepare_sessions(sessions: list[LabelledSession], preset: dict | None) -> li
         rec = preprocess(
             Recording(s.signal, s.sfreq, list(CH_NAMES), "adu", "emg", source=s.name), get_preset(preset)
         )
-        out.append(LabelledSession(s.name, s.user, rec.data, rec.sfreq, s.keys, s.key_times, s.prompts))
+        out.append(replace(s, signal=rec.data, sfreq=rec.sfreq))
     return out
 
 
@@ -172,7 +172,7 @@ def test_sessions(
         target = session.labels(0, session.signal.shape[1]).tolist()
         row = {"session": session.name, "user": session.user, "target_length": len(target)}
         decoders = {
-            "greedy": lambda e: greedy_decode(e),
+            "greedy": greedy_decode,
             "beam": lambda e: beam_search(e, None, args.beam, insertion_bonus=0.0),
         }
         if lm is not None:

@@ -101,7 +101,7 @@ class EmgCTCConfig(PretrainedConfig):
 
     @property
     def feature_dim(self) -> int:
-        """Width of the features the RVQ bottleneck quantises."""
+        """Width of the backbone's output features (what the head reads and the RVQ quantises)."""
         if self.architecture == "tds":
             return self.tds_mlp_features * 2
         return self.width
@@ -344,7 +344,7 @@ class TDSConvNet(nn.Module):
         self.wrist_mlps = nn.ModuleList(
             RotationInvariantMLP(self.electrodes * n_freq, c.tds_mlp_features) for _ in range(2)
         )
-        features = 2 * c.tds_mlp_features
+        features = c.feature_dim
         blocks = []
         for channels in c.tds_block_channels:
             if features % channels:
@@ -465,8 +465,7 @@ class EmgCTCModel(PreTrainedModel):
         super().__init__(config)
         backbone = {"transformer": SEMGTransformer, "tds": TDSConvNet, "foundation": FoundationBackbone}
         self.backbone = backbone[config.architecture](config)
-        features = 2 * config.tds_mlp_features if config.architecture == "tds" else config.width
-        self.head = nn.Linear(features, config.n_classes)
+        self.head = nn.Linear(config.feature_dim, config.n_classes)
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
