@@ -3,8 +3,10 @@
 #
 #   bash benchmarks/emg2qwerty_gpu.sh start OUT    # data, speed benchmark, foundation pretraining;
 #                                                  # starts the CER table in the background (setsid)
-#   bash benchmarks/emg2qwerty_gpu.sh finish OUT   # waits for the table, packs the results
+#   bash benchmarks/emg2qwerty_gpu.sh finish OUT   # waits for the table (at most WAIT_S seconds),
+#                                                  # packs the results so far; call again until done
 #
+# SPEED=0 skips the speed benchmark (it measures the models alone on the GPU, so it runs first).
 # Data: synthetic emg2qwerty-format sessions (USERS x SESSIONS x SESSION_S), generic split = user 0
 # held out; the foundation model is pretrained on the training users' sessions only.
 set -euo pipefail
@@ -40,7 +42,9 @@ EOF
     python -m foundation.tokens --tokenizer pretrained_models/tokenizer-small --corpora "$work/corpora" \
         --out "$work/tokens" --progress false
     # the table's runs share the GPU; the speed benchmark runs first, alone
-    python benchmarks/emg2qwerty_speed.py --out "$work/results/emg2qwerty_speed.json"
+    if [ "${SPEED:-1}" != 0 ]; then
+        python benchmarks/emg2qwerty_speed.py --out "$work/results/emg2qwerty_speed.json"
+    fi
     python -m foundation.pretrain --tokens "$work/tokens" --size small --steps "$pretrain_steps" \
         --batch_size 64 --lr 5e-4 --warmup_steps 100 --mixed_precision bf16 --eval_every "$pretrain_steps" \
         --eval_batches 8 --log_every 100 --save_every "$pretrain_steps" --out "$work/foundation" --progress false
@@ -56,13 +60,16 @@ EOF
     cat "$work/table.log"
     nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv
 else
-    while [ ! -f "$work/table/table.md" ] && pgrep -f finetune.emg2qwerty_table > /dev/null; do
+    deadline=$((SECONDS + ${WAIT_S:-540}))
+    while [ ! -f "$work/table/table.md" ] && pgrep -f finetune.emg2qwerty_table > /dev/null \
+        && [ $SECONDS -lt $deadline ]; do
         sleep 10
     done
     cat "$work/table.log"
+    nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv
     cp "$work/table/table.md" "$work/table/table.json" "$work/results/" || true
     # every run's results and log, flat (the device returns at most 2 folder levels)
-    for f in "$work"/table/*/seed*/results.json; do
+    for f in $(ls "$work"/table/*/seed*/results.json 2>/dev/null); do
         run=$(dirname "$f"); row=$(basename "$(dirname "$run")"); seed=$(basename "$run")
         cp "$f" "$work/results/res_${row}_${seed}.json"
         cp "$run/log.jsonl" "$work/results/log_${row}_${seed}.jsonl"

@@ -17,6 +17,7 @@ import json
 import sys
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -239,8 +240,14 @@ def finetune(args: CTCTrainArgs) -> dict:
     bar = tqdm(total=args.steps, initial=start, desc=f"emg2qwerty {args.model}", disable=not args.progress)
     running, infeasible_total, started = [], 0, time.perf_counter()
     model.train()
+    # the next batch is gathered on a thread while the accelerator runs this step (batches are pure
+    # functions of the step, so prefetching changes nothing but speed)
+    prefetch = ThreadPoolExecutor(1)
+    pending = prefetch.submit(sampler.batch, start)
     for step in range(start, last):
-        batch = sampler.batch(step)
+        batch = pending.result()
+        if step + 1 < last:
+            pending = prefetch.submit(sampler.batch, step + 1)
         emg = batch["emg"].to(accelerator.device)
         targets = batch["targets"].to(accelerator.device)
         target_lengths = batch["target_lengths"].to(accelerator.device)
@@ -280,6 +287,7 @@ def finetune(args: CTCTrainArgs) -> dict:
         if done % args.save_every == 0 or done == last:
             save_run_checkpoint(accelerator, out / "checkpoints", raw, optimizer, scheduler, done, sampler)
     bar.close()
+    prefetch.shutdown()
     if infeasible_total:
         warnings.warn(
             f"{infeasible_total} training windows had more keys than CTC frames allow; their loss was zeroed",

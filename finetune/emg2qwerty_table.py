@@ -13,9 +13,10 @@ sessions, mean ± std over seeds (population std, as emg2qwerty reports).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -136,6 +137,8 @@ def run_table(args: TableArgs) -> dict:
     base += args.extra.split()
 
     failures: list[str] = []
+    # parallel runs share the CPU: without a limit each process's thread pools take every core
+    env = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // max(1, args.jobs))), **os.environ}
 
     def run(row: str, flags: list[str], seed: int) -> None:
         folder = _folder(out, row, seed)
@@ -160,19 +163,30 @@ def run_table(args: TableArgs) -> dict:
             str(folder),
         ]
         with open(folder / "run.log", "w") as log:
-            done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
+            done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         if done.returncode:  # reported, and the table goes on with the other runs
             failures.append(f"{row} seed {seed}: exit {done.returncode}, see {folder / 'run.log'}")
             print(f"FAILED: {failures[-1]}", flush=True)
             return
         print(f"done: {row} seed {seed}", flush=True)
 
-    # rows without a dependency first, then the ones that need their results
-    independent = [(r, f, s) for r, f, dep in rows if not dep for s in seeds]
-    dependent = [(r, f, s) for r, f, dep in rows if dep for s in seeds]
-    for stage in (independent, dependent):
-        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-            list(pool.map(lambda job: run(*job), stage))
+    # one queue: the rows others depend on first, the dependent rows last, each of which waits only
+    # for its own dependency (submitted earlier, so it is already running or done)
+    needed = {dep for _, _, dep in rows if dep}
+    ordered = sorted(rows, key=lambda r: (bool(r[2]), r[0] not in needed))
+    started: dict[tuple[str, int], Future] = {}
+
+    def after(dep: str, job: tuple[str, list[str], int]) -> None:
+        if dep and (dep, job[2]) in started:
+            started[(dep, job[2])].result()
+        run(*job)
+
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        for seed in seeds:
+            for row, flags, dep in ordered:
+                started[(row, seed)] = pool.submit(after, dep, (row, flags, seed))
+        for future in started.values():
+            future.result()
     table = collect(out, [r for r, _, _ in rows], seeds)
     table["args"], table["failures"] = asdict(args), failures
     with atomic_path(out / "table.json") as tmp:

@@ -78,22 +78,31 @@ def load_split(data: str | Path, split: str | Path) -> tuple[Split, dict[str, li
     return spec, parts
 
 
-def augment(window: np.ndarray, rng: np.random.Generator, max_jitter: int = MAX_JITTER) -> np.ndarray:
-    """`(32, n + max_jitter)` -> `(32, n)`: per-wrist electrode rotation and left/right time jitter."""
-    n = window.shape[1] - max_jitter
-    left, right = window[:16], window[16:]
-    left = np.roll(left, int(rng.choice(ROTATIONS)), axis=0)
-    right = np.roll(right, int(rng.choice(ROTATIONS)), axis=0)
-    shift = int(rng.integers(0, max_jitter + 1))
-    return np.concatenate([left[:, :n], right[:, shift : shift + n]], axis=0)
+def augmentation(rng: np.random.Generator, max_jitter: int = MAX_JITTER) -> tuple[np.ndarray, int]:
+    """Per-wrist electrode rotation by one of ROTATIONS and a left/right time jitter of 0..max_jitter.
+
+    Returns the source channel of each output channel `(32,)` and how many samples later the right
+    wrist's window starts than the left's, so a window is gathered in one copy per wrist.
+    """
+    left = np.roll(np.arange(16), int(rng.choice(ROTATIONS)))
+    right = 16 + np.roll(np.arange(16), int(rng.choice(ROTATIONS)))
+    return np.concatenate([left, right]), int(rng.integers(0, max_jitter + 1))
+
+
+def _gather(out: np.ndarray, signal: np.ndarray, channels: np.ndarray, start: int) -> None:
+    """out[:] = signal[channels, start:start + out.shape[1]], zeros where the range runs off either end."""
+    stop = start + out.shape[1]
+    lo, hi = max(start, 0), min(stop, signal.shape[1])
+    out[:, : lo - start] = 0
+    out[:, max(hi - start, 0) :] = 0
+    if hi > lo:
+        out[:, lo - start : hi - start] = signal[channels, lo:hi]
 
 
 def _padded(signal: np.ndarray, start: int, stop: int) -> np.ndarray:
     """signal[:, start:stop] with zeros where the range runs off either end."""
-    out = np.zeros((signal.shape[0], stop - start), dtype=np.float32)
-    lo, hi = max(start, 0), min(stop, signal.shape[1])
-    if hi > lo:
-        out[:, lo - start : hi - start] = signal[:, lo:hi]
+    out = np.empty((signal.shape[0], stop - start), dtype=np.float32)
+    _gather(out, signal, np.arange(signal.shape[0]), start)
     return out
 
 
@@ -123,16 +132,20 @@ class WindowSampler:
 
     def batch(self, step: int) -> dict:
         rng = np.random.default_rng([self.seed, self.rank, step])
-        items = []
-        for _ in range(self.batch_size):
+        n_channels = self.sessions[0].signal.shape[0]
+        emg = np.empty((self.batch_size, n_channels, self.past + self.window + self.future), np.float32)
+        labels = []
+        for item in emg:
             session = self.sessions[rng.choice(len(self.sessions), p=self.session_weights)]
             start = int(rng.integers(0, session.signal.shape[1] - self.window + 1))
-            margin = MAX_JITTER if self.augment else 0
-            signal = _padded(session.signal, start - self.past, start + self.window + self.future + margin)
             if self.augment:
-                signal = augment(signal, rng)
-            items.append((signal, session.labels(start, start + self.window)))
-        return collate(items)
+                channels, shift = augmentation(rng)
+                _gather(item[:16], session.signal, channels[:16], start - self.past)
+                _gather(item[16:], session.signal, channels[16:], start - self.past + shift)
+            else:
+                _gather(item, session.signal, np.arange(n_channels), start - self.past)
+            labels.append(session.labels(start, start + self.window))
+        return collate(list(zip(emg, labels)), emg=torch.from_numpy(emg))
 
     def state_dict(self) -> dict:
         return {}  # batches depend only on the step
@@ -151,10 +164,11 @@ def eval_windows(sessions: list[LabelledSession], batch_size: int) -> list[dict]
     return [collate(items[i : i + batch_size]) for i in range(0, len(items), batch_size)]
 
 
-def collate(items: list[tuple[np.ndarray, np.ndarray]]) -> dict:
+def collate(items: list[tuple[np.ndarray, np.ndarray]], emg: torch.Tensor | None = None) -> dict:
     """[(signal `(32, T)`, labels `(L,)`)] -> emg `(B, 32, T)`, targets `(B, L_max)` padded with -1,
-    target_lengths `(B,)`."""
-    emg = torch.from_numpy(np.stack([signal for signal, _ in items]))
+    target_lengths `(B,)`. `emg`, when given, already holds the stacked signals."""
+    if emg is None:
+        emg = torch.from_numpy(np.stack([signal for signal, _ in items]))
     lengths = torch.tensor([len(labels) for _, labels in items], dtype=torch.long)
     targets = torch.full((len(items), max(1, int(lengths.max()))), PAD_LABEL, dtype=torch.long)
     for i, (_, labels) in enumerate(items):
