@@ -18,6 +18,10 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
         "finetune.emg2qwerty",
         "CTC keystroke decoding on emg2qwerty sessions (transformer, TDS, RVQ, distilled, foundation)",
     ),
+    ("finetune", "classify"): (
+        "finetune.classify",
+        "classification with subject-independent folds: foundation (probe, fine-tuned), scratch, raw-patch, classical",
+    ),
     ("finetune", "emg2qwerty-table"): (
         "finetune.emg2qwerty_table",
         "every emg2qwerty model family over several seeds, as one CER table",

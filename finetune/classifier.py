@@ -1,0 +1,120 @@
+"""`BiotokClassifier`: the foundation model's mean-pooled patch states into a small head.
+
+Linear probe: the foundation is frozen and only the head trains. Full fine-tuning: everything trains,
+with layer-wise learning-rate decay applied per transformer block (every tensor of block i gets
+lr x decay^(L - i)), the input embeddings one step below block 0, the head at the full rate.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import PretrainedConfig, PreTrainedModel
+
+from foundation.config import FoundationConfig
+from foundation.model import BiotokFoundation
+from tokenizer.checkpoint import weight_decay_groups
+from tokenizer.model import init_weights
+
+
+class ClassifierConfig(PretrainedConfig):
+    """A foundation config (as a dict), the classes and the modality (preset name) the model reads."""
+
+    model_type = "biotok_classifier"
+
+    def __init__(
+        self,
+        foundation: dict | None = None,
+        class_names: list[str] | None = None,
+        modality: str = "eeg",
+        **kwargs,
+    ):
+        self.foundation = dict(foundation or {})
+        self.class_names = list(class_names or ["0", "1"])
+        self.modality = modality
+        super().__init__(**kwargs)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+
+class Head(nn.Module):
+    """LayerNorm + linear on pooled features `(B, d)` -> logits `(B, n_classes)`."""
+
+    def __init__(self, d_model: int, n_classes: int):
+        super().__init__()
+        self.norm, self.linear = nn.LayerNorm(d_model), nn.Linear(d_model, n_classes)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.norm(features))
+
+
+class BiotokClassifier(PreTrainedModel):
+    config_class = ClassifierConfig
+    base_model_prefix = "classifier"
+
+    def __init__(self, config: ClassifierConfig):
+        super().__init__(config)
+        self.foundation = BiotokFoundation(FoundationConfig.from_dict(config.foundation))
+        self.head = Head(self.foundation.config.d_model, config.n_classes)
+        self.post_init()
+        self.head.apply(init_weights)  # the foundation initialised itself in its own constructor
+
+    def _init_weights(self, module: nn.Module) -> None:
+        init_weights(module)
+
+    @classmethod
+    def from_foundation(
+        cls, foundation: BiotokFoundation, class_names: list[str], modality: str
+    ) -> BiotokClassifier:
+        """A classifier whose foundation starts from `foundation`'s weights (a copy) and whose head is new."""
+        model = cls(ClassifierConfig(foundation.config.to_dict(), class_names, modality))
+        model.foundation.load_state_dict(foundation.state_dict())
+        return model
+
+    def features(
+        self,
+        channel_ids: torch.Tensor,
+        codes: torch.Tensor | None = None,
+        patches: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Mean of the patch states `(B, d)` over real channels and every patch."""
+        hidden = self.foundation.encode(channel_ids, self.config.modality, codes=codes, patches=patches)
+        weight = (channel_ids > 0).to(hidden.dtype)[:, :, None, None]
+        return (hidden * weight).sum(dim=(1, 2)) / (weight.sum(dim=(1, 2)) * hidden.shape[2])
+
+    def forward(
+        self,
+        channel_ids: torch.Tensor,
+        codes: torch.Tensor | None = None,
+        patches: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """channel ids `(B, C)`, codes `(B, C, P, S, Q)` or patches `(B, C, P, L)` -> logits `(B, classes)`."""
+        return self.head(self.features(channel_ids, codes, patches))
+
+
+def block_depth(name: str, n_layers: int) -> int:
+    """0 for the input embeddings, i + 1 for transformer block i, n_layers + 1 for what follows."""
+    prefix = "foundation.encoder.blocks."
+    if name.startswith(prefix):
+        return int(name[len(prefix) :].split(".")[0]) + 1
+    if name.startswith("foundation.") and not name.startswith(("foundation.encoder.ln", "foundation.head")):
+        return 0
+    return n_layers + 1
+
+
+def layer_decay_groups(model: BiotokClassifier, lr: float, decay: float, weight_decay: float) -> list[dict]:
+    """AdamW groups: one learning rate per transformer block, lr x decay^(L + 1 - depth)."""
+    n_layers = model.foundation.config.n_layers
+    names = {id(p): n for n, p in model.named_parameters()}
+    groups = []
+    for group in weight_decay_groups(model, weight_decay):
+        by_depth: dict[int, list] = {}
+        for param in group["params"]:
+            if param.requires_grad:
+                by_depth.setdefault(block_depth(names[id(param)], n_layers), []).append(param)
+        for depth, params in sorted(by_depth.items()):
+            scale = decay ** (n_layers + 1 - depth)
+            groups.append({**group, "params": params, "lr": lr * scale, "depth": depth})
+    return groups

@@ -1,0 +1,422 @@
+"""`biotok finetune classify`: one task, every model, the same subject-independent folds, one table.
+
+biotok finetune classify --task eegbci_eyes --root ../shared/data/real \
+    --tokenizer runs/models/tokenizer/final --foundation runs/models/foundation_tokens/final \
+    --foundation_patches runs/models/foundation_patches/final --out runs/classify/eegbci_eyes
+
+Rows, each over the same folds and seeds: the token foundation model as a linear probe and fully
+fine-tuned (layer-wise lr decay per block), the same network from scratch, the raw-patch foundation
+model (probe and fine-tuned), and a classical pipeline (CSP + LDA or log band-power + logistic
+regression; needs the `classical` extra, scikit-learn). Folds split by subject (or repetition), never
+by window. Writes results.json (every fold and subject), table.md, confusion.png, per_subject.png.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from data_prep.atomic import atomic_path
+from data_prep.config import run_command
+from data_prep.errors import ConfigError
+from data_prep.presets import patchify
+from foundation.model import BiotokFoundation
+from tokenizer.model import BiotokTokenizer
+from tokenizer.train import lr_lambda
+
+from .classifier import BiotokClassifier, layer_decay_groups
+from .classify_data import ClassifyTask, Epochs, group_folds, load_epochs
+from .metrics import confusion_matrix, scores
+
+ROWS = (
+    "foundation (linear probe)",
+    "foundation (fine-tuned)",
+    "from scratch",
+    "raw-patch foundation (linear probe)",
+    "raw-patch foundation (fine-tuned)",
+    "classical",
+)
+
+
+@dataclass
+class ClassifyArgs:
+    """Fine-tune and compare classifiers on one labelled task with subject-independent folds."""
+
+    task: str = field(default="eegbci_eyes", metadata={"help": "shipped task name or task file"})
+    root: str = field(default="../shared/data/real", metadata={"help": "folder the task's paths are under"})
+    tokenizer: str = field(default="", metadata={"help": "frozen tokenizer folder (for token input)"})
+    foundation: str = field(default="", metadata={"help": "pretrained token-input foundation folder"})
+    foundation_patches: str = field(
+        default="", metadata={"help": "pretrained raw-patch foundation ('' skips)"}
+    )
+    out: str = "runs/classify"
+    seeds: str = "0,1,2"
+    folds: int = field(default=-1, metadata={"help": "-1: the task's; 0: leave one group out"})
+    rows: str = field(default="", metadata={"help": "only these rows (comma-separated)"})
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 5e-4
+    probe_lr: float = 5e-3
+    layer_decay: float = 0.65
+    weight_decay: float = 0.05
+    mixed_precision: str = "no"
+    save_models: bool = field(default=False, metadata={"help": "save every fine-tuned model (seed 0)"})
+    progress: bool = True
+
+
+def fit(
+    module: torch.nn.Module,
+    inputs: dict[str, torch.Tensor],
+    labels: torch.Tensor,
+    param_groups: list[dict],
+    args: ClassifyArgs,
+    seed: int,
+) -> torch.nn.Module:
+    """Train `module(**batch) -> logits` with cross-entropy: AdamW, warmup + cosine, clipping (Accelerate)."""
+    accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=not torch.cuda.is_available())
+    generator = torch.Generator().manual_seed(seed)
+    n = len(labels)
+    per_epoch = math.ceil(n / args.batch_size)
+    steps = args.epochs * per_epoch
+    optimizer = torch.optim.AdamW(param_groups)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(max(1, steps // 10), steps))
+    module, optimizer = accelerator.prepare(module, optimizer)
+    module.train()
+    for _ in range(args.epochs):
+        for batch_index in torch.randperm(n, generator=generator).split(args.batch_size):
+            batch = {k: v[batch_index].to(accelerator.device) for k, v in inputs.items()}
+            with accelerator.autocast():
+                logits = module(**batch)
+            loss = F.cross_entropy(logits.float(), labels[batch_index].to(accelerator.device))
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(module.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+    return accelerator.unwrap_model(module).eval()
+
+
+@torch.no_grad()
+def predict(module: torch.nn.Module, inputs: dict[str, torch.Tensor], batch_size: int = 64) -> np.ndarray:
+    """Class probabilities `(n, classes)`."""
+    device = next(module.parameters()).device
+    n = len(next(iter(inputs.values())))
+    out = []
+    for start in range(0, n, batch_size):
+        batch = {k: v[start : start + batch_size].to(device) for k, v in inputs.items()}
+        out.append(torch.softmax(module(**batch).float(), dim=-1).cpu())
+    return torch.cat(out).numpy()
+
+
+class Inputs:
+    """The epochs as every model reads them: codes of the frozen tokenizer, raw patches, channel ids."""
+
+    def __init__(
+        self, epochs: Epochs, modality: str, tokenizer: BiotokTokenizer | None, batch_size: int = 64
+    ):
+        patches = torch.from_numpy(patchify(epochs.data, epochs.preset.patch_len))  # (N, C, P, L)
+        self.patches = patches
+        self.modality = modality
+        self.ch_names = epochs.ch_names
+        self.codes = None
+        if tokenizer is not None:
+            tokenizer.eval()
+            ids = tokenizer.channel_ids([epochs.ch_names] * 1, modality)
+            with torch.no_grad():
+                self.codes = torch.cat(
+                    [
+                        tokenizer.encode_patches(chunk, ids.expand(len(chunk), -1), modality)
+                        for chunk in patches.split(batch_size)
+                    ]
+                )
+
+    def for_model(self, model: BiotokClassifier, index: np.ndarray) -> dict[str, torch.Tensor]:
+        ids = model.foundation.channel_ids([self.ch_names], self.modality).cpu()
+        index = torch.from_numpy(index)
+        data = {"channel_ids": ids.expand(len(index), -1)}
+        if model.foundation.config.input_kind == "tokens":
+            data["codes"] = self.codes[index]
+        else:
+            data["patches"] = self.patches[index]
+        return data
+
+
+def _neural(
+    row: str,
+    base: BiotokFoundation,
+    inputs: Inputs,
+    epochs: Epochs,
+    train,
+    test,
+    args: ClassifyArgs,
+    seed: int,
+) -> tuple[np.ndarray, BiotokClassifier]:
+    """Test-fold probabilities of one neural row, and the trained model."""
+    torch.manual_seed(seed)
+    if row == "from scratch":  # the same network, freshly initialised
+        base = BiotokFoundation(base.config)
+    model = BiotokClassifier.from_foundation(base, epochs.classes, inputs.modality)
+    labels = torch.from_numpy(epochs.labels[train])
+    if "linear probe" in row:
+        model.foundation.requires_grad_(False).eval()
+        with torch.no_grad():
+            features = {
+                "features": torch.cat(
+                    [
+                        model.features(
+                            **{k: v[i : i + 64] for k, v in inputs.for_model(model, train).items()}
+                        )
+                        for i in range(0, len(train), 64)
+                    ]
+                )
+            }
+        head = fit(
+            model.head,
+            features,
+            labels,
+            [{"params": list(model.head.parameters()), "lr": args.probe_lr}],
+            args,
+            seed,
+        )
+        model.head = head
+    else:
+        decay = 1.0 if row == "from scratch" else args.layer_decay
+        groups = layer_decay_groups(model, args.lr, decay, args.weight_decay)
+        model = fit(model, inputs.for_model(model, train), labels, groups, args, seed)
+    return predict(model, inputs.for_model(model, test)), model
+
+
+def _classical(kind: str, epochs: Epochs, train, test, seed: int) -> np.ndarray:
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = epochs.data.astype(np.float64), epochs.labels
+    if kind == "csp_lda":
+        from mne.decoding import CSP
+
+        pipeline = make_pipeline(CSP(n_components=4, log=True), LinearDiscriminantAnalysis())
+    else:
+        x = band_power(x, epochs.sfreq, epochs.preset.modality)
+        pipeline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
+    pipeline.fit(x[train], y[train])
+    return pipeline.predict_proba(x[test])
+
+
+BANDS = {
+    "eeg": [(1, 4), (4, 8), (8, 13), (13, 30), (30, 45)],
+    "emg": [(5, 20), (20, 40), (40, 60), (60, 95)],
+}
+
+
+def band_power(data: np.ndarray, sfreq: float, modality: str) -> np.ndarray:
+    """`(n, channels, times)` -> log mean Welch power per channel and band `(n, channels x bands)`."""
+    from scipy.signal import welch
+
+    freqs, power = welch(data, fs=sfreq, nperseg=min(data.shape[-1], int(sfreq)), axis=-1)
+    bands = [(lo, min(hi, sfreq / 2)) for lo, hi in BANDS[modality]]
+    feats = [np.log(power[..., (freqs >= lo) & (freqs < hi)].mean(axis=-1) + 1e-12) for lo, hi in bands]
+    return np.stack(feats, axis=-1).reshape(len(data), -1)
+
+
+def _summary(values: np.ndarray) -> dict:
+    """values `(seeds, folds)` -> mean, std over folds (mean over seeds) and std over seeds of the fold mean."""
+    return {
+        "mean": float(np.nanmean(values)),
+        "std_folds": float(np.nanmean(np.nanstd(values, axis=1))),
+        "std_seeds": float(np.nanstd(np.nanmean(values, axis=1))),
+    }
+
+
+def run(args: ClassifyArgs) -> dict:
+    task = ClassifyTask.load(args.task)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    epochs = load_epochs(task, args.root, progress=args.progress)
+    folds = group_folds(epochs.groups, task.folds if args.folds < 0 else args.folds)
+    modality = epochs.preset.name
+    wanted = [r for r in ROWS if not args.rows or r in args.rows.split(",")]
+    bases: dict[str, BiotokFoundation] = {}
+    if args.foundation:
+        bases["tokens"] = BiotokFoundation.from_pretrained(args.foundation).eval()
+    if args.foundation_patches:
+        bases["patches"] = BiotokFoundation.from_pretrained(args.foundation_patches).eval()
+    tokenizer = BiotokTokenizer.from_pretrained(args.tokenizer) if args.tokenizer else None
+    if "tokens" in bases and tokenizer is None:
+        raise ConfigError("tokenizer", "the token-input foundation model needs --tokenizer to make its codes")
+    if tokenizer is not None and "tokens" in bases:
+        if bases["tokens"].config.tokenizer_hash != tokenizer.config.config_hash():
+            raise ConfigError(
+                "tokenizer", "this tokenizer is not the one the foundation model was pretrained on"
+            )
+    inputs = Inputs(epochs, modality, tokenizer)
+    skipped = {}
+    for row in list(wanted):
+        need = "patches" if row.startswith("raw-patch") else "tokens"
+        if row == "classical":
+            try:
+                import sklearn  # noqa: F401
+            except ImportError:
+                skipped[row] = "scikit-learn is not installed (pip install 'biotok[classical]')"
+        elif need not in bases:
+            skipped[row] = f"no {'--foundation_patches' if need == 'patches' else '--foundation'} given"
+    wanted = [r for r in wanted if r not in skipped]
+
+    results = {"task": asdict(task) | {"source_specs": None}, "args": asdict(args), "n_epochs": len(epochs)}
+    results["classes"], results["skipped"], results["rows"] = epochs.classes, skipped, {}
+    bar = tqdm(
+        total=len(wanted) * len(seeds) * len(folds), desc=f"classify {task.name}", disable=not args.progress
+    )
+    for row in wanted:
+        per_seed = []
+        matrix = np.zeros((len(epochs.classes),) * 2, dtype=np.int64)
+        for seed in seeds:
+            fold_results = []
+            for k, (train, test) in enumerate(folds):
+                if row == "classical":
+                    probabilities = _classical(task.classical, epochs, train, test, seed)
+                else:
+                    base = bases["patches" if row.startswith("raw-patch") else "tokens"]
+                    probabilities, model = _neural(row, base, inputs, epochs, train, test, args, seed)
+                    if args.save_models and seed == seeds[0]:
+                        model.save_pretrained(
+                            out
+                            / "models"
+                            / row.replace(" (", "_").replace(")", "").replace(" ", "_")
+                            / f"fold{k}"
+                        )
+                labels = epochs.labels[test]
+                matrix += confusion_matrix(labels, probabilities.argmax(axis=1), len(epochs.classes))
+                per_subject = {
+                    str(s): scores(
+                        labels[epochs.subjects[test] == s], probabilities[epochs.subjects[test] == s]
+                    )
+                    for s in sorted(set(epochs.subjects[test].tolist()))
+                }
+                test_groups = sorted(set(epochs.groups[test].tolist()))
+                fold_results.append(
+                    {
+                        "fold": k,
+                        "test_groups": test_groups,
+                        **scores(labels, probabilities),
+                        "per_subject": per_subject,
+                    }
+                )
+                bar.update(1)
+            per_seed.append({"seed": seed, "folds": fold_results})
+        metrics = [m for m in ("balanced_accuracy", "auroc", "kappa") if m in per_seed[0]["folds"][0]]
+        summary = {m: _summary(np.array([[f[m] for f in s["folds"]] for s in per_seed])) for m in metrics}
+        subjects = sorted({s for seed in per_seed for f in seed["folds"] for s in f["per_subject"]})
+        summary["per_subject_balanced_accuracy"] = {
+            s: float(
+                np.mean(
+                    [
+                        f["per_subject"][s]["balanced_accuracy"]
+                        for seed in per_seed
+                        for f in seed["folds"]
+                        if s in f["per_subject"]
+                    ]
+                )
+            )
+            for s in subjects
+        }
+        results["rows"][row] = {"summary": summary, "confusion": matrix.tolist(), "seeds": per_seed}
+    bar.close()
+    with atomic_path(out / "results.json") as tmp:
+        tmp.write_text(json.dumps(results, indent=2))
+    with atomic_path(out / "table.md") as tmp:
+        tmp.write_text(markdown(results))
+    plot(results, out)
+    print(markdown(results))
+    return results
+
+
+def markdown(results: dict) -> str:
+    task = results["task"]
+    lines = [
+        f"Task `{task['name']}`: {task['description']} ({results['n_epochs']} windows; folds by {task['group_by']}).",
+        "Mean over folds and seeds; ± std over folds / ± std over seeds.",
+        "",
+    ]
+    metrics = ["balanced_accuracy"] + (["auroc"] if len(results["classes"]) == 2 else ["kappa"])
+    lines.append("| model | " + " | ".join(m.replace("_", " ") for m in metrics) + " |")
+    lines.append("|---|" + "---:|" * len(metrics))
+    for row, body in results["rows"].items():
+        cells = [
+            f"{body['summary'][m]['mean']:.3f} ± {body['summary'][m]['std_folds']:.3f} / ± {body['summary'][m]['std_seeds']:.3f}"
+            for m in metrics
+        ]
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    for row, why in results["skipped"].items():
+        lines.append(f"| {row} | skipped: {why} |" + " |" * (len(metrics) - 1))
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict, out: Path) -> None:
+    """confusion.png (every row, summed over folds and seeds) and per_subject.png (bars per row)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, classes = list(results["rows"]), results["classes"]
+    if not rows:
+        return
+    fig, axes = plt.subplots(1, len(rows), figsize=(3.2 * len(rows), 3.4), squeeze=False)
+    for ax, row in zip(axes[0], rows):
+        matrix = np.array(results["rows"][row]["confusion"], dtype=float)
+        normalised = matrix / matrix.sum(axis=1, keepdims=True).clip(min=1)
+        ax.imshow(normalised, vmin=0, vmax=1, cmap="Blues")
+        for i in range(len(classes)):
+            for j in range(len(classes)):
+                ax.text(j, i, f"{normalised[i, j]:.2f}", ha="center", va="center", fontsize=7)
+        ax.set_title(row, fontsize=8)
+        ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(len(classes)), classes, fontsize=7)
+        ax.set_xlabel("predicted", fontsize=7)
+    axes[0][0].set_ylabel("true", fontsize=7)
+    fig.suptitle(f"{results['task']['name']}: confusion (row-normalised, all folds and seeds)", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(out / "confusion.png") as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+
+    subjects = sorted(
+        {s for r in rows for s in results["rows"][r]["summary"]["per_subject_balanced_accuracy"]}
+    )
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(subjects) * len(rows) / 3), 3.4))
+    width = 0.8 / len(rows)
+    for i, row in enumerate(rows):
+        values = results["rows"][row]["summary"]["per_subject_balanced_accuracy"]
+        ax.bar(
+            np.arange(len(subjects)) + i * width, [values.get(s, np.nan) for s in subjects], width, label=row
+        )
+    ax.axhline(1 / len(classes), color="grey", linestyle="--", linewidth=0.8, label="chance")
+    ax.set_xticks(np.arange(len(subjects)) + 0.4 - width / 2, subjects)
+    ax.set_ylabel("balanced accuracy")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=6, ncol=2)
+    ax.set_title(f"{results['task']['name']}: per subject (mean over seeds)", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(out / "per_subject.png") as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(ClassifyArgs, run, argv, prog="biotok finetune classify")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

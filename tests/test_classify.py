@@ -1,0 +1,136 @@
+"""Classification: subject-independent folds, metrics against scikit-learn, layer-wise lr decay per
+block, save/load, and a tiny end-to-end comparison on the shared EEGBCI recordings."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from finetune.classifier import BiotokClassifier, layer_decay_groups
+from finetune.classify import ClassifyArgs, run
+from finetune.classify_data import ClassifyTask, group_folds, load_epochs
+from finetune.metrics import balanced_accuracy, cohen_kappa, confusion_matrix, roc_auc
+from foundation.config import FoundationConfig
+from foundation.model import BiotokFoundation
+from tokenizer.model import BiotokTokenizer
+
+SHIPPED = Path(__file__).resolve().parents[1] / "pretrained_models" / "tokenizer-small"
+
+
+@pytest.mark.parametrize("n_folds", [0, 2, 3, 5])
+def test_folds_never_share_a_group(n_folds):
+    groups = np.repeat([f"s{i}" for i in range(7)], [3, 5, 2, 4, 4, 1, 6])
+    folds = group_folds(groups, n_folds, seed=1)
+    assert len(folds) == (7 if n_folds in (0,) else n_folds)
+    tested = np.concatenate([test for _, test in folds])
+    assert sorted(tested.tolist()) == list(range(len(groups)))  # every window tested exactly once
+    for train, test in folds:
+        assert not set(groups[train]) & set(groups[test])
+        assert len(train) + len(test) == len(groups)
+
+
+def test_myo_folds_split_by_repetition(real):
+    task = ClassifyTask.load("myo_gestures")
+    epochs = load_epochs(task, real)
+    assert len(set(epochs.groups)) == 12 and epochs.data.shape[1:] == (8, 400)
+    for train, test in group_folds(epochs.groups, task.folds):
+        assert not set(epochs.groups[train]) & set(epochs.groups[test])
+        assert set(epochs.labels[test]) == set(range(5))  # a repetition holds every gesture
+
+
+def test_metrics_match_scikit_learn():
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, 200)
+    predictions = np.where(rng.random(200) < 0.6, labels, rng.integers(0, 4, 200))
+    assert balanced_accuracy(labels, predictions, 4) == pytest.approx(
+        metrics.balanced_accuracy_score(labels, predictions)
+    )
+    assert cohen_kappa(labels, predictions, 4) == pytest.approx(
+        metrics.cohen_kappa_score(labels, predictions)
+    )
+    assert (confusion_matrix(labels, predictions, 4) == metrics.confusion_matrix(labels, predictions)).all()
+    binary = rng.integers(0, 2, 150)
+    scores = np.round(binary * 0.3 + rng.random(150), 1)  # rounded: ties must count half
+    assert roc_auc(binary, scores) == pytest.approx(metrics.roc_auc_score(binary, scores))
+
+
+@pytest.fixture(scope="module")
+def foundations(tmp_path_factory):
+    """Untrained tiny token and raw-patch foundation models over the shipped tokenizer's codes."""
+    root = tmp_path_factory.mktemp("foundations")
+    tokenizer = BiotokTokenizer.from_pretrained(SHIPPED)
+    for kind in ("tokens", "patches"):
+        torch.manual_seed(0)
+        config = FoundationConfig.from_tokenizer(tokenizer.config, "tiny", input_kind=kind)
+        BiotokFoundation(config).save_pretrained(root / kind)
+    return root
+
+
+def test_layer_decay_is_per_block(foundations):
+    model = BiotokClassifier.from_foundation(
+        BiotokFoundation.from_pretrained(foundations / "tokens"), ["a", "b"], "eeg"
+    )
+    n_layers = model.foundation.config.n_layers
+    groups = layer_decay_groups(model, lr=1e-3, decay=0.5, weight_decay=0.05)
+    lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
+    for i, block in enumerate(model.foundation.encoder.blocks):
+        rates = {lr_of[id(p)] for p in block.parameters()}
+        assert len(rates) == 1  # one rate per block, not per tensor
+        assert rates.pop() == pytest.approx(1e-3 * 0.5 ** (n_layers - i))
+    assert lr_of[id(model.head.linear.weight)] == pytest.approx(1e-3)
+    assert lr_of[id(model.foundation.code_embed.weight)] == pytest.approx(1e-3 * 0.5 ** (n_layers + 1))
+    assert len(lr_of) == sum(1 for p in model.parameters() if p.requires_grad)
+
+
+def test_classifier_round_trips(foundations, tmp_path):
+    model = BiotokClassifier.from_foundation(
+        BiotokFoundation.from_pretrained(foundations / "patches"), ["a", "b", "c"], "eeg"
+    ).eval()
+    ids = model.foundation.channel_ids([["C3", "Cz", "C4"]], "eeg")
+    patches = torch.randn(2, 3, 4, 200)
+    model.save_pretrained(tmp_path / "clf")
+    loaded = BiotokClassifier.from_pretrained(tmp_path / "clf").eval()
+    with torch.no_grad():
+        assert torch.equal(
+            model(ids.expand(2, -1), patches=patches), loaded(ids.expand(2, -1), patches=patches)
+        )
+    assert loaded.config.class_names == ["a", "b", "c"]
+
+
+def test_end_to_end_comparison_on_eegbci_eyes(real, foundations, tmp_path):
+    out = tmp_path / "eyes"
+    results = run(
+        ClassifyArgs(
+            task="eegbci_eyes",
+            root=str(real),
+            tokenizer=str(SHIPPED),
+            foundation=str(foundations / "tokens"),
+            foundation_patches=str(foundations / "patches"),
+            out=str(out),
+            seeds="0",
+            epochs=2,
+            rows="foundation (fine-tuned),raw-patch foundation (linear probe),classical",
+            progress=False,
+        )
+    )
+    assert set(results["rows"]) == {
+        "foundation (fine-tuned)",
+        "raw-patch foundation (linear probe)",
+        "classical",
+    }
+    for body in results["rows"].values():
+        folds = body["seeds"][0]["folds"]
+        assert [f["test_groups"] for f in folds] == [["001"], ["002"], ["003"]]  # leave one subject out
+        assert 0.0 <= body["summary"]["balanced_accuracy"]["mean"] <= 1.0
+        assert np.array(body["confusion"]).sum() == 90  # every window tested once per seed
+    # the eyes-closed alpha rise is strong: log band power + logistic regression finds it across subjects
+    assert results["rows"]["classical"]["summary"]["balanced_accuracy"]["mean"] > 0.75
+    assert json.loads((out / "results.json").read_text())["n_epochs"] == 90
+    assert (
+        (out / "table.md").exists()
+        and (out / "confusion.png").exists()
+        and (out / "per_subject.png").exists()
+    )
