@@ -7,6 +7,7 @@ import sys
 
 # subcommand words -> (module with main(argv), one-line help); later stages add theirs here
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
+    ("run",): ("finetune.pipeline", "the main job: every stage end to end on one dataset, then a summary"),
     ("prepare",): ("data_prep.prepare", "build corpora from real files or the embedded synthetic data"),
     ("tokenizer", "train"): ("tokenizer.train", "train the multi-scale RVQ tokenizer on prepared corpora"),
     ("tokenize",): ("foundation.tokens", "store a trained tokenizer's codes of prepared corpora"),

@@ -234,25 +234,22 @@ class TokenizeArgs:
     progress: bool = True
 
 
+def run(args: TokenizeArgs) -> None:
+    from tokenizer.model import BiotokTokenizer
+
+    if not (Path(args.tokenizer) / "config.json").exists():
+        raise BiosignalError(args.tokenizer, "config.json", "not a trained tokenizer folder")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    tokenizer = BiotokTokenizer.from_pretrained(args.tokenizer).to(device).eval()
+    for corpus in load_corpora(args.corpora).values():
+        folder, written, reused = tokenize_corpus(tokenizer, corpus, args.out, args.batch_size, args.progress)
+        print(f"{corpus.name}: {len(corpus)} windows ({written} shards written, {reused} reused) -> {folder}")
+
+
 def main(argv: list[str] | None = None) -> int:
     from data_prep.config import run_command
 
-    def job(args: TokenizeArgs) -> None:
-        from tokenizer.model import BiotokTokenizer
-
-        if not (Path(args.tokenizer) / "config.json").exists():
-            raise BiosignalError(args.tokenizer, "config.json", "not a trained tokenizer folder")
-        device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-        tokenizer = BiotokTokenizer.from_pretrained(args.tokenizer).to(device).eval()
-        for corpus in load_corpora(args.corpora).values():
-            folder, written, reused = tokenize_corpus(
-                tokenizer, corpus, args.out, args.batch_size, args.progress
-            )
-            print(
-                f"{corpus.name}: {len(corpus)} windows ({written} shards written, {reused} reused) -> {folder}"
-            )
-
-    return run_command(TokenizeArgs, job, argv, prog="biotok tokenize")
+    return run_command(TokenizeArgs, run, argv, prog="biotok tokenize")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,209 @@
+"""`biotok run`: the main job, all three stages end to end, then one summary table and a report folder.
+
+biotok run --out biotok_out                  # the embedded synthetic data, CPU, a few minutes
+biotok run --out runs/real --sources shared_real --data ../shared/data/real --task eegbci_eyes \
+    --tokenizer_steps 3000 --pretrain_steps 3000 --size small --mixed_precision bf16   # real data, GPU
+
+prepare (synthetic EEG, emg2qwerty-format EMG, ECG) -> train the tokenizer -> tokenize -> pretrain the
+foundation model -> fine-tune (EEG classification, emg2qwerty CTC) -> summary. Every stage writes
+its own folder under --out, and a re-run reuses what is finished (corpora shards, final weights,
+results), so each stage's output is also the next command's input.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from data_prep.atomic import atomic_path
+from data_prep.config import run_command
+
+
+@dataclass
+class RunArgs:
+    """Run every stage of biotok on one dataset and summarise it."""
+
+    out: str = "biotok_out"
+    sources: str = field(default="synthetic", metadata={"help": "sources file or packaged name"})
+    data: str = field(
+        default="", metadata={"help": "folder the sources' paths are under ('' = synthetic under --out)"}
+    )
+    task: str = field(default="synthetic_mi", metadata={"help": "classification task (name or file)"})
+    emg2qwerty: str = field(
+        default="", metadata={"help": "emg2qwerty data folder ('' = the synthetic sessions; 'none' skips)"}
+    )
+    size: str = "tiny"
+    tokenizer_steps: int = 120
+    pretrain_steps: int = 150
+    classify_epochs: int = 15
+    ctc_steps: int = 40
+    batch_size: int = 16
+    mixed_precision: str = "no"
+    progress: bool = True
+
+
+def _stage(name: str, timings: dict):
+    """Print a stage header; record its wall time."""
+
+    class Timer:
+        def __enter__(self):
+            print(f"\n== {name}", flush=True)
+            self.start = time.perf_counter()
+
+        def __exit__(self, *exc):
+            timings[name] = round(time.perf_counter() - self.start, 1)
+
+    return Timer()
+
+
+def _last_eval(log: Path, key: str) -> dict:
+    records = [json.loads(line) for line in log.read_text().splitlines() if key in line]
+    return records[-1] if records else {}
+
+
+def run(args: RunArgs) -> dict:
+    from data_prep.prepare import PrepareArgs
+    from data_prep.prepare import run as prepare
+    from foundation.pretrain import PretrainArgs, pretrain
+    from foundation.tokens import TokenizeArgs
+    from foundation.tokens import run as tokenize
+    from tokenizer.train import TokenizerTrainArgs, train
+
+    from .classify import ClassifyArgs
+    from .classify import run as classify
+    from .emg2qwerty import CTCTrainArgs, finetune
+
+    out = Path(args.out)
+    data = Path(args.data) if args.data else out / "data"
+    timings: dict[str, float] = {}
+    with _stage("1/6 prepare corpora", timings):
+        prepare(
+            PrepareArgs(
+                sources=args.sources, root=str(data), out=str(out / "corpora"),
+                synthetic=not args.data, progress=args.progress,
+            )
+        )  # fmt: skip
+    corpora = sorted(str(p) for p in (out / "corpora").iterdir() if (p / "corpus.json").exists())
+    with _stage("2/6 train the tokenizer", timings):
+        tokenizer = out / "tokenizer" / "final"
+        if not (tokenizer / "model.safetensors").exists():
+            train(
+                TokenizerTrainArgs(
+                    corpora=corpora, size=args.size, out=str(out / "tokenizer"), steps=args.tokenizer_steps,
+                    batch_size=args.batch_size, eval_every=args.tokenizer_steps, save_every=args.tokenizer_steps,
+                    mixed_precision=args.mixed_precision, progress=args.progress,
+                )
+            )  # fmt: skip
+    with _stage("3/6 tokenize", timings):
+        tokenize(
+            TokenizeArgs(
+                tokenizer=str(tokenizer), corpora=corpora, out=str(out / "tokens"), progress=args.progress
+            )
+        )
+    with _stage("4/6 pretrain the foundation model", timings):
+        foundation = out / "foundation" / "final"
+        if not (foundation / "model.safetensors").exists():
+            pretrain(
+                PretrainArgs(
+                    tokens=sorted(str(p) for p in (out / "tokens").iterdir() if p.is_dir()), size=args.size,
+                    out=str(out / "foundation"), steps=args.pretrain_steps, batch_size=args.batch_size,
+                    eval_every=args.pretrain_steps, save_every=args.pretrain_steps,
+                    mixed_precision=args.mixed_precision, progress=args.progress,
+                )
+            )  # fmt: skip
+    with _stage("5/6 fine-tune: EEG classification", timings):
+        classified = classify(
+            ClassifyArgs(
+                task=args.task, root=str(data), tokenizer=str(tokenizer), foundation=str(foundation),
+                out=str(out / "classify"), seeds="0", epochs=args.classify_epochs,
+                rows="foundation (linear probe),foundation (fine-tuned),from scratch,classical",
+                mixed_precision=args.mixed_precision, progress=args.progress,
+            )
+        )  # fmt: skip
+    ctc = None
+    if args.emg2qwerty != "none":
+        with _stage("6/6 fine-tune: emg2qwerty CTC", timings):
+            ctc_out = out / "emg2qwerty"
+            ctc = (
+                json.loads((ctc_out / "results.json").read_text())
+                if (ctc_out / "results.json").exists()
+                else finetune(
+                    CTCTrainArgs(
+                        data=args.emg2qwerty or str(data / "emg2qwerty"), model="tiny", out=str(ctc_out),
+                        steps=args.ctc_steps, batch_size=8, warmup_steps=max(1, args.ctc_steps // 10),
+                        eval_every=args.ctc_steps, save_every=args.ctc_steps, beam=8,
+                        mixed_precision=args.mixed_precision, progress=args.progress,
+                    )
+                )
+            )  # fmt: skip
+    summary = _summary(out, classified, ctc, timings)
+    _report(out, summary)
+    return summary
+
+
+def _summary(out: Path, classified: dict, ctc: dict | None, timings: dict) -> dict:
+    tokenizer_eval = _last_eval(out / "tokenizer" / "log.jsonl", '"eval"').get("eval", {})
+    foundation_eval = _last_eval(out / "foundation" / "eval.jsonl", "masked_loss").get("all", {})
+    rows = [
+        ("reconstruction SNR, held-out " + name, f"{m['snr_db']:.1f} dB")
+        for name, m in tokenizer_eval.items()
+        if isinstance(m, dict)
+    ]
+    if "codebook_used" in tokenizer_eval:
+        rows.append(
+            ("codebook use (mean over scales and levels)", f"{100 * tokenizer_eval['codebook_used']:.0f}%")
+        )
+    if foundation_eval:
+        rows.append(
+            (
+                "masked-token accuracy, held out (unigram baseline)",
+                f"{foundation_eval['masked_accuracy']:.3f} ({foundation_eval['unigram_accuracy']:.3f})",
+            )
+        )
+    for row, body in classified["rows"].items():
+        bacc = body["summary"]["balanced_accuracy"]
+        rows.append(
+            (
+                f"{classified['task']['name']} balanced accuracy, {row}",
+                f"{bacc['mean']:.3f} ± {bacc['std_folds']:.3f}",
+            )
+        )
+    if ctc is not None:
+        rows.append(
+            (
+                "emg2qwerty test CER greedy / beam",
+                f"{ctc['test']['cer_greedy']:.1f}% / {ctc['test']['cer_beam']:.1f}%",
+            )
+        )
+    return {"rows": rows, "seconds": timings}
+
+
+def _report(out: Path, summary: dict) -> None:
+    report = out / "report"
+    report.mkdir(parents=True, exist_ok=True)
+    for plot in ("confusion.png", "per_subject.png"):
+        if (out / "classify" / plot).exists():
+            shutil.copy(out / "classify" / plot, report / f"classify_{plot}")
+    lines = ["| measure | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in summary["rows"]]
+    lines += [
+        "",
+        "Stage wall times (s): "
+        + ", ".join(f"{k.split(' ', 1)[1]} {v}" for k, v in summary["seconds"].items()),
+    ]
+    with atomic_path(report / "summary.md") as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    with atomic_path(report / "summary.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=2))
+    print("\n" + "\n".join(lines) + f"\n\nreport: {report}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(RunArgs, run, argv, prog="biotok run")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
