@@ -1,0 +1,93 @@
+"""Crash safety: a pretraining run killed with SIGKILL at a random step resumes from its last checkpoint
+and reproduces the uninterrupted run's loss curve; a truncated checkpoint is refused."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data_prep.corpus import Corpus, load_sources, prepare_corpus
+from data_prep.prepare import resolve_sources
+from foundation.tokens import tokenize_corpus
+from tokenizer.model import BiotokTokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ROOT / "pretrained_models" / "tokenizer-small"
+
+
+@pytest.fixture(scope="module")
+def myo_tokens(tmp_path_factory, real):
+    root = tmp_path_factory.mktemp("myo")
+    spec = next(s for s in load_sources(resolve_sources("shared_real")) if s.name == "myo")
+    report = prepare_corpus(spec, real, root / "corpora", progress=False)
+    tokenizer = BiotokTokenizer.from_pretrained(SHIPPED).eval()
+    tokenize_corpus(tokenizer, Corpus(report.path), root / "tokens", batch_size=32, progress=False)
+    return root / "tokens"
+
+
+def _command(tokens: Path, out: Path) -> list[str]:
+    flags = dict(
+        tokens=tokens, size="tiny", target_levels=2, out=out, steps=30, batch_size=8, lr=2e-3,
+        warmup_steps=5, eval_every=100, log_every=1, save_every=4, progress="false",
+    )  # fmt: skip
+    return [sys.executable, "-m", "foundation.pretrain"] + [
+        x for k, v in flags.items() for x in (f"--{k}", str(v))
+    ]
+
+
+def _losses(out: Path) -> dict[int, list[float]]:
+    """step -> every loss logged for it (a killed run's steps after its last checkpoint run twice)."""
+    found: dict[int, list[float]] = {}
+    for line in (out / "log.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        if "train/loss" in row:
+            found.setdefault(row["step"], []).append(row["train/loss"])
+    return found
+
+
+def test_sigkill_at_a_random_step_resumes_the_same_loss_curve(myo_tokens, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    subprocess.run(_command(myo_tokens, straight), check=True, env=env, cwd=ROOT, capture_output=True)
+
+    kill_after = int(np.random.default_rng().integers(6, 25))  # a random step, past the first checkpoint
+    process = subprocess.Popen(
+        _command(myo_tokens, killed), env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if (killed / "log.jsonl").exists() and max(_losses(killed), default=0) >= kill_after:
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    assert process.wait() == -signal.SIGKILL, f"the run ended before step {kill_after}"
+    assert not (killed / "final").exists()
+    subprocess.run(_command(myo_tokens, killed), check=True, env=env, cwd=ROOT, capture_output=True)
+
+    reference, resumed = _losses(straight), _losses(killed)
+    assert sorted(resumed) == sorted(reference) == list(range(1, 31))
+    for step, values in resumed.items():
+        assert values == pytest.approx([reference[step][0]] * len(values), abs=0, rel=0), (kill_after, step)
+    assert any(len(v) == 2 for v in resumed.values()) or kill_after % 4 == 0  # some steps really re-ran
+
+
+def test_a_truncated_checkpoint_is_refused(myo_tokens, tmp_path):
+    from data_prep.errors import BiosignalError
+    from foundation.pretrain import PretrainArgs, pretrain
+
+    out = tmp_path / "run"
+    args = dict(
+        tokens=[str(myo_tokens)], size="tiny", target_levels=2, out=str(out), steps=4, batch_size=8,
+        eval_every=100, log_every=1, save_every=2, progress=False,
+    )  # fmt: skip
+    pretrain(PretrainArgs(**args, stop_at=2))
+    weights = next((out / "checkpoints").rglob("model.safetensors"))
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(BiosignalError, match="corrupt or truncated"):
+        pretrain(PretrainArgs(**args))
