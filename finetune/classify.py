@@ -209,8 +209,11 @@ def _classical(kind: str, epochs: Epochs, train, test, seed: int) -> np.ndarray:
     else:
         x = band_power(x, epochs.sfreq, epochs.preset.modality)
         pipeline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
-    pipeline.fit(x[train], y[train])
-    return pipeline.predict_proba(x[test])
+    import mne
+
+    with mne.utils.use_log_level("error"):  # CSP reports its rank estimate on every fit
+        pipeline.fit(x[train], y[train])
+        return pipeline.predict_proba(x[test])
 
 
 BANDS = {
@@ -373,8 +376,13 @@ def plot(results: dict, out: Path) -> None:
     rows, classes = list(results["rows"]), results["classes"]
     if not rows:
         return
-    fig, axes = plt.subplots(1, len(rows), figsize=(3.2 * len(rows), 3.4), squeeze=False)
-    for ax, row in zip(axes[0], rows):
+    n_cols = min(3, len(rows))
+    n_rows = math.ceil(len(rows) / n_cols)
+    size = 1.2 + 0.5 * len(classes)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(size * n_cols + 1, size * n_rows + 0.8), squeeze=False)
+    for ax in axes.flat[len(rows) :]:
+        ax.axis("off")
+    for ax, row in zip(axes.flat, rows):
         matrix = np.array(results["rows"][row]["confusion"], dtype=float)
         normalised = matrix / matrix.sum(axis=1, keepdims=True).clip(min=1)
         ax.imshow(normalised, vmin=0, vmax=1, cmap="Blues")
@@ -385,7 +393,7 @@ def plot(results: dict, out: Path) -> None:
         ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=7)
         ax.set_yticks(range(len(classes)), classes, fontsize=7)
         ax.set_xlabel("predicted", fontsize=7)
-    axes[0][0].set_ylabel("true", fontsize=7)
+        ax.set_ylabel("true", fontsize=7)
     fig.suptitle(f"{results['task']['name']}: confusion (row-normalised, all folds and seeds)", fontsize=9)
     fig.tight_layout()
     with atomic_path(out / "confusion.png") as tmp:

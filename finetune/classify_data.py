@@ -131,6 +131,35 @@ class Epochs:
             preset=preset,
         )
 
+    @classmethod
+    def from_corpus(cls, corpus, classes: list[str] | None = None, group_by: str = "subject") -> Epochs:
+        """The labelled windows of a prepared corpus (`data_prep.corpus.Corpus`); unlabelled ones are left out.
+
+        The windows are already preprocessed with the corpus's preset; all must share one montage."""
+        labels = corpus.column("label")
+        classes = classes or sorted({label for label in labels if label})
+        keep = [i for i, label in enumerate(labels) if label in classes]
+        if not keep:
+            raise BiosignalError(corpus.path, "label", f"no window is labelled with one of {classes}")
+        rows = [corpus[i] for i in keep]
+        montages = {tuple(r["ch_names"]) for r in rows}
+        if len(montages) > 1:
+            raise BiosignalError(
+                corpus.path, "ch_names", f"{len(montages)} different montages; pick one channel set"
+            )
+        subjects = np.array([r["subject"] for r in rows])
+        sessions = np.array([f"{r['subject']}/{r['session']}" for r in rows])
+        return cls(
+            data=np.stack([r["signal"] for r in rows]).astype(np.float32),
+            labels=np.array([classes.index(r["label"]) for r in rows]),
+            subjects=subjects,
+            groups=subjects if group_by == "subject" else sessions,
+            classes=list(classes),
+            ch_names=list(rows[0]["ch_names"]),
+            sfreq=corpus.preset.sfreq,
+            preset=corpus.preset,
+        )
+
 
 def _cut(
     rec: Recording, source: SourceSpec, task: ClassifyTask, n_times: int

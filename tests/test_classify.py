@@ -134,3 +134,28 @@ def test_end_to_end_comparison_on_eegbci_eyes(real, foundations, tmp_path):
         and (out / "confusion.png").exists()
         and (out / "per_subject.png").exists()
     )
+
+
+def test_epochs_from_a_prepared_corpus_and_from_mne(real, tmp_path):
+    import mne
+
+    from data_prep.corpus import Corpus, load_sources, prepare_corpus
+    from data_prep.prepare import resolve_sources
+    from finetune.classify_data import Epochs
+
+    spec = next(s for s in load_sources(resolve_sources("shared_real")) if s.name == "eegbci")
+    corpus = Corpus(prepare_corpus(spec, real, tmp_path / "corpora", progress=False).path)
+    eyes = Epochs.from_corpus(corpus, classes=["eyes_open", "eyes_closed"])
+    assert eyes.data.shape == (90, 64, 800) and np.bincount(eyes.labels).tolist() == [45, 45]
+    assert sorted(set(eyes.subjects)) == ["001", "002", "003"]
+    # the same windows as the task reader cuts from the files
+    task = load_epochs(ClassifyTask.load("eegbci_eyes"), real)
+    assert np.allclose(np.sort(eyes.data.ravel())[::997], np.sort(task.data.ravel())[::997], atol=1e-5)
+
+    raw = mne.io.read_raw_edf(real / "eegbci" / "S001R04.edf", preload=True, verbose="error")
+    events, event_id = mne.events_from_annotations(raw, verbose="error")
+    picked = {name: event_id[name] for name in ("T1", "T2")}
+    mne_epochs = mne.Epochs(raw, events, picked, tmin=0.0, tmax=4.0 - 1 / 160, baseline=None, verbose="error")
+    epochs = Epochs.from_mne(mne_epochs, subjects="001", preset="eeg")
+    assert epochs.classes == ["T1", "T2"] and epochs.data.shape == (15, 64, 800)
+    assert np.bincount(epochs.labels).tolist() == [8, 7] and epochs.sfreq == 200.0
