@@ -68,6 +68,9 @@ class ClassifyArgs:
     probe_lr: float = 5e-3
     layer_decay: float = 0.65
     weight_decay: float = 0.05
+    balance_classes: bool = field(
+        default=False, metadata={"help": "weight the loss by inverse class frequency (for imbalanced tasks)"}
+    )
     mixed_precision: str = "no"
     save_models: bool = field(default=False, metadata={"help": "save every fine-tuned model (seed 0)"})
     progress: bool = True
@@ -87,6 +90,9 @@ def fit(
     n = len(labels)
     per_epoch = math.ceil(n / args.batch_size)
     steps = args.epochs * per_epoch
+    counts = torch.bincount(labels, minlength=int(labels.max()) + 1).float()
+    # inverse class frequency, so the loss (like balanced accuracy) counts every class equally
+    weight = (counts.sum() / (len(counts) * counts.clamp(min=1))) if args.balance_classes else None
     optimizer = torch.optim.AdamW(param_groups)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(max(1, steps // 10), steps))
     module, optimizer = accelerator.prepare(module, optimizer)
@@ -96,7 +102,10 @@ def fit(
             batch = {k: v[batch_index].to(accelerator.device) for k, v in inputs.items()}
             with accelerator.autocast():
                 logits = module(**batch)
-            loss = F.cross_entropy(logits.float(), labels[batch_index].to(accelerator.device))
+            target = labels[batch_index].to(accelerator.device)
+            loss = F.cross_entropy(
+                logits.float(), target, weight=None if weight is None else weight.to(target.device)
+            )
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(module.parameters(), 1.0)
             optimizer.step()
