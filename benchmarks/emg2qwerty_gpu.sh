@@ -7,6 +7,8 @@
 #                                                  # packs the results so far; call again until done
 #
 # SPEED=0 skips the speed benchmark (it measures the models alone on the GPU, so it runs first).
+# SEEDS (default 0,1,2) and ROWS (comma-separated row names, default all) split the table over sessions;
+# a dependent row (distilled, personalized) needs its dependency's run in the same session.
 # Data: synthetic emg2qwerty-format sessions (USERS x SESSIONS x SESSION_S), generic split = user 0
 # held out; the foundation model is pretrained on the training users' sessions only.
 set -euo pipefail
@@ -54,8 +56,8 @@ EOF
     rm -rf "$work/code" && mkdir -p "$work/code" && cp -r data_prep tokenizer foundation finetune pretrained_models "$work/code/"
     cd "$work/code"
     setsid nohup env PYTHONPATH="$work/code:${PYTHONPATH:-}" python -m finetune.emg2qwerty_table --data "$work/data/emg2qwerty" --out "$work/table" \
-        --steps "$steps" --seeds 0,1,2 --foundation "$work/foundation/final" --mixed_precision bf16 \
-        --jobs "${JOBS:-7}" > "$work/table.log" 2>&1 < /dev/null &
+        --steps "$steps" --seeds "${SEEDS:-0,1,2}" --rows "${ROWS:-}" --foundation "$work/foundation/final" \
+        --mixed_precision bf16 --jobs "${JOBS:-7}" > "$work/table.log" 2>&1 < /dev/null &
     sleep 5
     cat "$work/table.log"
     nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv
