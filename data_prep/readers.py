@@ -285,6 +285,8 @@ def read_array(
         raise BiosignalError(path, "data", f"could not parse: {err}") from None
     if array.ndim != 2:
         raise BiosignalError(path, "data", f"expected a 2-D array, got shape {array.shape}")
+    if array.size == 0:
+        raise BiosignalError(path, "data", f"zero-length recording: array of shape {array.shape}")
     data = array.T if layout == "times_channels" else array
     if data.shape[0] != n_channels:
         hint = " (set layout='channels_times'?)" if array.shape[0] == n_channels else ""

@@ -129,3 +129,36 @@ def test_one_seed_gives_identical_runs(myo_tokens, tmp_path):
     assert strip == [
         {k: v for k, v in json.loads(line).items() if "seconds" not in k} for line in log_b.splitlines()
     ]
+
+
+@pytest.mark.parametrize(
+    "case", ["edf_empty", "edf_header_only", "wfdb_empty_dat", "csv_empty", "npy_no_samples"]
+)
+def test_zero_length_files_are_refused_by_name(case, real, tmp_path):
+    import shutil
+
+    from data_prep.errors import BiosignalError
+    from data_prep.readers import read_array, read_mne, read_wfdb
+
+    myo = dict(sfreq=200, ch_names=[f"myo_{i}" for i in range(1, 9)], unit="adu", modality="emg")
+    if case == "edf_empty":
+        path = tmp_path / "x.edf"
+        path.write_bytes(b"")
+        read, expected = lambda: read_mne(path, "eeg"), "empty"
+    elif case == "edf_header_only":
+        path = tmp_path / "x.edf"
+        path.write_bytes((real / "eegbci" / "S001R01.edf").read_bytes()[: 256 * 66])
+        read, expected = lambda: read_mne(path, "eeg"), "truncated"
+    elif case == "wfdb_empty_dat":
+        shutil.copy(real / "mitdb" / "100.hea", tmp_path / "100.hea")
+        (path := tmp_path / "100.dat").write_bytes(b"")
+        read, expected = lambda: read_wfdb(tmp_path / "100.hea", "ecg", annotation=None), "truncated"
+    elif case == "csv_empty":
+        (path := tmp_path / "x.csv").write_text("")
+        read, expected = lambda: read_array(path, **myo), "empty"
+    else:
+        np.save(path := tmp_path / "x.npy", np.zeros((8, 0), np.float32))
+        read, expected = lambda: read_array(path, **myo), "zero-length"
+    with pytest.raises(BiosignalError, match=expected) as err:
+        read()
+    assert path.name in str(err.value)
