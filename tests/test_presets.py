@@ -71,6 +71,9 @@ def test_bad_signals_are_refused_with_channel_and_sample():
         preprocess(rec, "eeg")
     kept = preprocess(rec, get_preset({"base": "eeg", "bad_channels": "drop"}))
     assert kept.ch_names == ["C3", "Cz"]
+    rec.data[2] = np.clip(rec.data[0], -0.8 * np.abs(rec.data[0]).max(), None)  # a saturated negative swing
+    with pytest.raises(BiosignalError, match=r"C4: clipped: \d+\.\d% of samples held at its extreme"):
+        preprocess(rec, "eeg")
 
 
 def test_rate_channels_length_and_modality_are_checked():
