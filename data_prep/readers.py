@@ -235,10 +235,10 @@ def _check_wfdb_sizes(record_path: Path, head) -> None:
 
 def read_array(
     path: str | Path,
-    sfreq: float,
-    ch_names: list[str],
-    unit: str,
-    modality: str,
+    sfreq: float | None = None,
+    ch_names: list[str] | None = None,
+    unit: str | None = None,
+    modality: str = "emg",
     layout: str = "times_channels",
     key: str | None = None,
     dtype: str | None = None,
@@ -254,6 +254,14 @@ def read_array(
     layout: "times_channels" (one row per sample) or "channels_times".
     """
     path = require_file(path)
+    # a plain array carries no metadata: the caller (or a sources file's reader_args) must say it all
+    for name, value in (("sfreq", sfreq), ("ch_names", ch_names), ("unit", unit)):
+        if value is None:
+            raise BiosignalError(
+                path, name, f"required for an array file (reader_args.{name}): it is not in the file"
+            )
+    if not (isinstance(sfreq, int | float) and np.isfinite(sfreq) and sfreq > 0):
+        raise BiosignalError(path, "sfreq", f"expected a positive sampling rate in Hz, got {sfreq!r}")
     if layout not in ("times_channels", "channels_times"):
         raise BiosignalError(path, "layout", f"expected 'times_channels' or 'channels_times', got {layout!r}")
     n_channels = len(ch_names)

@@ -162,3 +162,23 @@ def test_zero_length_files_are_refused_by_name(case, real, tmp_path):
     with pytest.raises(BiosignalError, match=expected) as err:
         read()
     assert path.name in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "flags, field",
+    [
+        ({}, "sfreq"),
+        ({"sfreq": 0}, "sfreq"),
+        ({"sfreq": float("nan")}, "sfreq"),
+        ({"sfreq": 200, "unit": None}, "unit"),
+    ],
+)
+def test_missing_or_wrong_sampling_rate_of_an_array_file(flags, field, tmp_path):
+    from data_prep.errors import BiosignalError
+    from data_prep.readers import read_array
+
+    np.save(path := tmp_path / "x.npy", np.ones((400, 8), np.float32))
+    args = {"ch_names": [f"myo_{i}" for i in range(1, 9)], "unit": "adu", "modality": "emg", **flags}
+    with pytest.raises(BiosignalError) as err:
+        read_array(path, **args)
+    assert err.value.field == field and "x.npy" in str(err.value)
