@@ -1,4 +1,4 @@
-"""Peak memory of preparing and of iterating a corpus at 1x and 10x its size (synthetic EEG).
+"""Peak memory of preparing and of iterating a corpus as it grows (synthetic EEG, default 1x and 10x).
 
 python benchmarks/corpus_memory.py --out runs/corpus_memory [--scales 1,10]
 
