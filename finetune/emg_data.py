@@ -145,7 +145,7 @@ class WindowSampler:
             else:
                 _gather(item, session.signal, np.arange(n_channels), start - self.past)
             labels.append(session.labels(start, start + self.window))
-        return collate(list(zip(emg, labels)), emg=torch.from_numpy(emg))
+        return collate(emg, labels)
 
     def state_dict(self) -> dict:
         return {}  # batches depend only on the step
@@ -156,21 +156,22 @@ class WindowSampler:
 
 def eval_windows(sessions: list[LabelledSession], batch_size: int) -> list[dict]:
     """Consecutive non-overlapping windows of every session, as batches (emg2qwerty's validation)."""
-    items = []
+    signals, labels = [], []
     for session in sessions:
         for start in range(0, session.signal.shape[1] - WINDOW + 1, WINDOW):
-            signal = _padded(session.signal, start - PAST, start + WINDOW + FUTURE)
-            items.append((signal, session.labels(start, start + WINDOW)))
-    return [collate(items[i : i + batch_size]) for i in range(0, len(items), batch_size)]
+            signals.append(_padded(session.signal, start - PAST, start + WINDOW + FUTURE))
+            labels.append(session.labels(start, start + WINDOW))
+    return [
+        collate(np.stack(signals[i : i + batch_size]), labels[i : i + batch_size])
+        for i in range(0, len(signals), batch_size)
+    ]
 
 
-def collate(items: list[tuple[np.ndarray, np.ndarray]], emg: torch.Tensor | None = None) -> dict:
-    """[(signal `(32, T)`, labels `(L,)`)] -> emg `(B, 32, T)`, targets `(B, L_max)` padded with -1,
-    target_lengths `(B,)`. `emg`, when given, already holds the stacked signals."""
-    if emg is None:
-        emg = torch.from_numpy(np.stack([signal for signal, _ in items]))
-    lengths = torch.tensor([len(labels) for _, labels in items], dtype=torch.long)
-    targets = torch.full((len(items), max(1, int(lengths.max()))), PAD_LABEL, dtype=torch.long)
-    for i, (_, labels) in enumerate(items):
-        targets[i, : len(labels)] = torch.from_numpy(labels)
-    return {"emg": emg, "targets": targets, "target_lengths": lengths}
+def collate(emg: np.ndarray, labels: list[np.ndarray]) -> dict:
+    """Signals `(B, 32, T)` and their labels `[(L,)]` -> emg `(B, 32, T)`, targets `(B, L_max)` padded
+    with -1, target_lengths `(B,)`."""
+    lengths = torch.tensor([len(row) for row in labels], dtype=torch.long)
+    targets = torch.full((len(labels), max(1, int(lengths.max()))), PAD_LABEL, dtype=torch.long)
+    for i, row in enumerate(labels):
+        targets[i, : len(row)] = torch.from_numpy(row)
+    return {"emg": torch.from_numpy(emg), "targets": targets, "target_lengths": lengths}
