@@ -96,6 +96,8 @@ def fit(
     optimizer = torch.optim.AdamW(param_groups)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(max(1, steps // 10), steps))
     module, optimizer = accelerator.prepare(module, optimizer)
+    if weight is not None:
+        weight = weight.to(accelerator.device)
     module.train()
     for _ in range(args.epochs):
         for batch_index in torch.randperm(n, generator=generator).split(args.batch_size):
@@ -103,9 +105,7 @@ def fit(
             with accelerator.autocast():
                 logits = module(**batch)
             target = labels[batch_index].to(accelerator.device)
-            loss = F.cross_entropy(
-                logits.float(), target, weight=None if weight is None else weight.to(target.device)
-            )
+            loss = F.cross_entropy(logits.float(), target, weight=weight)
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(module.parameters(), 1.0)
             optimizer.step()
@@ -115,15 +115,21 @@ def fit(
 
 
 @torch.no_grad()
-def predict(module: torch.nn.Module, inputs: dict[str, torch.Tensor], batch_size: int = 64) -> np.ndarray:
-    """Class probabilities `(n, classes)`."""
-    device = next(module.parameters()).device
+def in_batches(function, device, inputs: dict[str, torch.Tensor], batch_size: int = 64) -> torch.Tensor:
+    """`function(**batch)` over the rows of `inputs` in batches, concatenated on the CPU."""
     n = len(next(iter(inputs.values())))
-    out = []
-    for start in range(0, n, batch_size):
-        batch = {k: v[start : start + batch_size].to(device) for k, v in inputs.items()}
-        out.append(torch.softmax(module(**batch).float(), dim=-1).cpu())
-    return torch.cat(out).numpy()
+    return torch.cat(
+        [
+            function(**{k: v[start : start + batch_size].to(device) for k, v in inputs.items()}).cpu()
+            for start in range(0, n, batch_size)
+        ]
+    )
+
+
+def predict(module: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> np.ndarray:
+    """Class probabilities `(n, classes)`."""
+    logits = in_batches(module, next(module.parameters()).device, inputs)
+    return torch.softmax(logits.float(), dim=-1).numpy()
 
 
 class Inputs:
@@ -132,21 +138,18 @@ class Inputs:
     def __init__(
         self, epochs: Epochs, modality: str, tokenizer: BiotokTokenizer | None, batch_size: int = 64
     ):
-        patches = torch.from_numpy(patchify(epochs.data, epochs.preset.patch_len))  # (N, C, P, L)
-        self.patches = patches
+        self.patches = torch.from_numpy(patchify(epochs.data, epochs.preset.patch_len))  # (N, C, P, L)
         self.modality = modality
         self.ch_names = epochs.ch_names
         self.codes = None
         if tokenizer is not None:
-            tokenizer.eval()
-            ids = tokenizer.channel_ids([epochs.ch_names] * 1, modality)
-            with torch.no_grad():
-                self.codes = torch.cat(
-                    [
-                        tokenizer.encode_patches(chunk, ids.expand(len(chunk), -1), modality)
-                        for chunk in patches.split(batch_size)
-                    ]
-                )
+            ids = tokenizer.eval().channel_ids([epochs.ch_names], modality)
+            self.codes = in_batches(
+                lambda patches: tokenizer.encode_patches(patches, ids.expand(len(patches), -1), modality),
+                tokenizer.device,
+                {"patches": self.patches},
+                batch_size,
+            )
 
     def for_model(self, model: BiotokClassifier, index: np.ndarray) -> dict[str, torch.Tensor]:
         ids = model.foundation.channel_ids([self.ch_names], self.modality).cpu()
@@ -157,6 +160,11 @@ class Inputs:
         else:
             data["patches"] = self.patches[index]
         return data
+
+
+def _input_kind(row: str) -> str:
+    """Which foundation model a neural row uses: "patches" (raw-patch rows) or "tokens"."""
+    return "patches" if row.startswith("raw-patch") else "tokens"
 
 
 def _neural(
@@ -177,17 +185,7 @@ def _neural(
     labels = torch.from_numpy(epochs.labels[train])
     if "linear probe" in row:
         model.foundation.requires_grad_(False).eval()
-        with torch.no_grad():
-            features = {
-                "features": torch.cat(
-                    [
-                        model.features(
-                            **{k: v[i : i + 64] for k, v in inputs.for_model(model, train).items()}
-                        )
-                        for i in range(0, len(train), 64)
-                    ]
-                )
-            }
+        features = {"features": in_batches(model.features, model.device, inputs.for_model(model, train))}
         head = fit(
             model.head,
             features,
@@ -265,17 +263,18 @@ def run(args: ClassifyArgs) -> dict:
     if args.foundation_patches:
         bases["patches"] = BiotokFoundation.from_pretrained(args.foundation_patches).eval()
     tokenizer = BiotokTokenizer.from_pretrained(args.tokenizer) if args.tokenizer else None
-    if "tokens" in bases and tokenizer is None:
-        raise ConfigError("tokenizer", "the token-input foundation model needs --tokenizer to make its codes")
-    if tokenizer is not None and "tokens" in bases:
+    if "tokens" in bases:
+        if tokenizer is None:
+            raise ConfigError(
+                "tokenizer", "the token-input foundation model needs --tokenizer to make its codes"
+            )
         if bases["tokens"].config.tokenizer_hash != tokenizer.config.config_hash():
             raise ConfigError(
                 "tokenizer", "this tokenizer is not the one the foundation model was pretrained on"
             )
-    inputs = Inputs(epochs, modality, tokenizer)
     skipped = {}
     for row in list(wanted):
-        need = "patches" if row.startswith("raw-patch") else "tokens"
+        need = _input_kind(row)
         if row == "classical":
             try:
                 import sklearn  # noqa: F401
@@ -284,6 +283,9 @@ def run(args: ClassifyArgs) -> dict:
         elif need not in bases:
             skipped[row] = f"no {'--foundation_patches' if need == 'patches' else '--foundation'} given"
     wanted = [r for r in wanted if r not in skipped]
+    # the frozen tokenizer's codes are made once, and only when a token row runs
+    needs_codes = any(r != "classical" and _input_kind(r) == "tokens" for r in wanted)
+    inputs = Inputs(epochs, modality, tokenizer if needs_codes else None)
 
     results = {"task": asdict(task) | {"source_specs": None}, "args": asdict(args), "n_epochs": len(epochs)}
     results["classes"], results["skipped"], results["rows"] = epochs.classes, skipped, {}
@@ -299,7 +301,7 @@ def run(args: ClassifyArgs) -> dict:
                 if row == "classical":
                     probabilities = _classical(task.classical, epochs, train, test, seed)
                 else:
-                    base = bases["patches" if row.startswith("raw-patch") else "tokens"]
+                    base = bases[_input_kind(row)]
                     probabilities, model = _neural(row, base, inputs, epochs, train, test, args, seed)
                     if args.save_models and seed == seeds[0]:
                         model.save_pretrained(
