@@ -16,6 +16,7 @@ import json
 import shutil
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,18 +50,13 @@ class RunArgs:
     progress: bool = True
 
 
+@contextmanager
 def _stage(name: str, timings: dict):
     """Print a stage header; record its wall time."""
-
-    class Timer:
-        def __enter__(self):
-            print(f"\n== {name}", flush=True)
-            self.start = time.perf_counter()
-
-        def __exit__(self, *exc):
-            timings[name] = round(time.perf_counter() - self.start, 1)
-
-    return Timer()
+    print(f"\n== {name}", flush=True)
+    start = time.perf_counter()
+    yield
+    timings[name] = round(time.perf_counter() - start, 1)
 
 
 def _last_eval(log: Path, key: str) -> dict:
