@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import BiosignalError
-from .recording import UNIT_TO_UV, Event, Recording
+from .recording import UNIT_TO_UV, Event, Recording, check_sfreq
 
 # MNE channel types that hold signal of each modality
 _MNE_TYPES = {"eeg": {"eeg"}, "emg": {"emg"}, "ecg": {"ecg"}}
@@ -260,8 +260,7 @@ def read_array(
             raise BiosignalError(
                 path, name, f"required for an array file (reader_args.{name}): it is not in the file"
             )
-    if not (isinstance(sfreq, int | float) and np.isfinite(sfreq) and sfreq > 0):
-        raise BiosignalError(path, "sfreq", f"expected a positive sampling rate in Hz, got {sfreq!r}")
+    check_sfreq(path, sfreq)  # before the shape checks, so a bad rate is named as such
     if layout not in ("times_channels", "channels_times"):
         raise BiosignalError(path, "layout", f"expected 'times_channels' or 'channels_times', got {layout!r}")
     n_channels = len(ch_names)

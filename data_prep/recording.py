@@ -24,6 +24,16 @@ class Event:
     description: str
 
 
+def check_sfreq(source, sfreq) -> None:
+    """Refuse a sampling rate that is not a positive finite number of Hz, naming the source."""
+    try:
+        valid = bool(np.isfinite(sfreq) and sfreq > 0)
+    except TypeError:
+        valid = False
+    if not valid:
+        raise BiosignalError(source, "sfreq", f"expected a positive sampling rate in Hz, got {sfreq!r}")
+
+
 @dataclass
 class Recording:
     """One continuous multi-channel recording with explicit metadata.
@@ -58,10 +68,7 @@ class Recording:
             raise BiosignalError(
                 self.source, "modality", f"expected one of {MODALITIES}, got {self.modality!r}"
             )
-        if not (np.isfinite(self.sfreq) and self.sfreq > 0):
-            raise BiosignalError(
-                self.source, "sfreq", f"expected a positive sampling rate in Hz, got {self.sfreq!r}"
-            )
+        check_sfreq(self.source, self.sfreq)
         if len(self.ch_names) != self.data.shape[0]:
             raise BiosignalError(
                 self.source, "ch_names", f"{len(self.ch_names)} names for {self.data.shape[0]} channels"
