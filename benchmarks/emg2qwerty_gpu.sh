@@ -7,8 +7,10 @@
 #                                                  # packs the results so far; call again until done
 #
 # SPEED=0 skips the speed benchmark (it measures the models alone on the GPU, so it runs first).
-# SEEDS (default 0,1,2) and ROWS (comma-separated row names, default all) split the table over sessions;
-# a dependent row (distilled, personalized) needs its dependency's run in the same session.
+# SEEDS (default 0,1,2), ROWS (comma-separated row names, default all) and RUNS (extra row@seed runs)
+# split the table over sessions; a dependent row (distilled, personalized) reruns its dependency in the
+# same session. PRETRAIN_STEPS=0 skips the foundation model and so the foundation-backed row;
+# TARGET_LEVELS=2 makes it read (and the tokenizer encode) 2 RVQ levels instead of all 8.
 # Data: synthetic emg2qwerty-format sessions (USERS x SESSIONS x SESSION_S), generic split = user 0
 # held out; the foundation model is pretrained on the training users' sessions only.
 set -euo pipefail
@@ -30,8 +32,14 @@ config = SyntheticConfig(eeg_subjects=0, ecg_records=0, emg_users=$users, emg_se
                          emg_session_s=$session_s)
 write_default_dataset("$work/data", config, progress=False)
 EOF
-    # the foundation model sees only the training users' signals (no labels)
-    cat > "$work/pretrain_sources.yaml" <<EOF
+    # the table's runs share the GPU; the speed benchmark runs first, alone
+    if [ "${SPEED:-1}" != 0 ]; then
+        python benchmarks/emg2qwerty_speed.py --out "$work/results/emg2qwerty_speed.json"
+    fi
+    foundation=""
+    if [ "$pretrain_steps" != 0 ]; then
+        # the foundation model sees only the training users' signals (no labels)
+        cat > "$work/pretrain_sources.yaml" <<EOF
 corpora:
   emg2qwerty_train:
     preset: emg
@@ -39,24 +47,23 @@ corpora:
       - path: "emg2qwerty/synthetic-0[1-9]-*.hdf5"
         reader: emg2qwerty
 EOF
-    python -m data_prep.prepare --sources "$work/pretrain_sources.yaml" --root "$work/data" \
-        --out "$work/corpora" --progress false
-    python -m foundation.tokens --tokenizer pretrained_models/tokenizer-small --corpora "$work/corpora" \
-        --out "$work/tokens" --progress false
-    # the table's runs share the GPU; the speed benchmark runs first, alone
-    if [ "${SPEED:-1}" != 0 ]; then
-        python benchmarks/emg2qwerty_speed.py --out "$work/results/emg2qwerty_speed.json"
+        python -m data_prep.prepare --sources "$work/pretrain_sources.yaml" --root "$work/data" \
+            --out "$work/corpora" --progress false
+        python -m foundation.tokens --tokenizer pretrained_models/tokenizer-small --corpora "$work/corpora" \
+            --out "$work/tokens" --progress false
+        python -m foundation.pretrain --tokens "$work/tokens" --size small --steps "$pretrain_steps" \
+            --target_levels "${TARGET_LEVELS:-0}" \
+            --batch_size 64 --lr 5e-4 --warmup_steps 100 --mixed_precision bf16 --eval_every "$pretrain_steps" \
+            --eval_batches 8 --log_every 100 --save_every "$pretrain_steps" --out "$work/foundation" --progress false
+        cp "$work/foundation/eval.jsonl" "$work/results/foundation_eval.jsonl"
+        foundation="$work/foundation/final"
     fi
-    python -m foundation.pretrain --tokens "$work/tokens" --size small --steps "$pretrain_steps" \
-        --batch_size 64 --lr 5e-4 --warmup_steps 100 --mixed_precision bf16 --eval_every "$pretrain_steps" \
-        --eval_batches 8 --log_every 100 --save_every "$pretrain_steps" --out "$work/foundation" --progress false
-    cp "$work/foundation/eval.jsonl" "$work/results/foundation_eval.jsonl"
     # the background runs read a private copy of the code: the device re-syncs the working tree on
     # every call, and a process importing during a sync fails (it cost one run of the first session)
     rm -rf "$work/code" && mkdir -p "$work/code" && cp -r data_prep tokenizer foundation finetune pretrained_models "$work/code/"
     cd "$work/code"
     setsid nohup env PYTHONPATH="$work/code:${PYTHONPATH:-}" python -m finetune.emg2qwerty_table --data "$work/data/emg2qwerty" --out "$work/table" \
-        --steps "$steps" --seeds "${SEEDS:-0,1,2}" --rows "${ROWS:-}" --foundation "$work/foundation/final" \
+        --steps "$steps" --seeds "${SEEDS-0,1,2}" --rows "${ROWS:-}" --runs "${RUNS:-}" --foundation "$foundation" \
         --mixed_precision bf16 --jobs "${JOBS:-7}" > "$work/table.log" 2>&1 < /dev/null &
     sleep 5
     cat "$work/table.log"

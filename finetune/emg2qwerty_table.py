@@ -24,6 +24,7 @@ import numpy as np
 
 from data_prep.atomic import atomic_path
 from data_prep.config import run_command
+from data_prep.errors import ConfigError
 
 
 @dataclass
@@ -44,6 +45,13 @@ class TableArgs:
     foundation: str = field(default="", metadata={"help": "pretrained foundation folder ('' skips the row)"})
     tokenizer: str = "pretrained_models/tokenizer-small"
     rows: str = field(default="", metadata={"help": "only these rows (comma-separated names)"})
+    runs: str = field(
+        default="",
+        metadata={
+            "help": 'extra (row@seed) runs beside rows x seeds, e.g. "SMALL@1,foundation-backed@0"; '
+            "a dependent row's dependency of the same seed is added"
+        },
+    )
     mixed_precision: str = "no"
     jobs: int = 1
     beam: int = 50
@@ -104,10 +112,28 @@ def _runs(args: TableArgs) -> list[tuple[str, list[str], str]]:
                 "TINY",
             )
         )
-    if args.rows:
-        wanted = set(args.rows.split(","))
-        rows = [r for r in rows if r[0] in wanted]
     return rows
+
+
+def _plan(args: TableArgs, rows: list[tuple[str, list[str], str]]) -> list[tuple[str, int]]:
+    """The (row, seed) runs in queue order: rows x seeds (or `--rows` only), then `--runs`, each
+    dependency before the row that waits for it."""
+    deps = {name: dep for name, _, dep in rows}
+    wanted = set(args.rows.split(",")) if args.rows else set(deps)
+    pairs = [(name, int(seed)) for seed in args.seeds.split(",") if seed for name in deps if name in wanted]
+    for spec in filter(None, args.runs.split(",")):
+        name, _, seed = spec.rpartition("@")
+        if name not in deps or not seed.isdigit():
+            raise ConfigError("runs", f"{spec!r}: expected <row>@<seed> with a row of {sorted(deps)}")
+        pairs.append((name, int(seed)))
+    plan: list[tuple[str, int]] = []
+    for name, seed in pairs:
+        for pair in ((deps[name], seed), (name, seed)):
+            if pair[0] and pair not in plan:
+                plan.append(pair)
+    # the rows others depend on first, dependent rows last: each waits only for its own dependency
+    needed = set(deps.values())
+    return sorted(plan, key=lambda p: (bool(deps[p[0]]), p[0] not in needed))
 
 
 def _folder(out: Path, row: str, seed: int) -> Path:
@@ -116,8 +142,9 @@ def _folder(out: Path, row: str, seed: int) -> Path:
 
 def run_table(args: TableArgs) -> dict:
     out = Path(args.out)
-    seeds = [int(s) for s in args.seeds.split(",")]
     rows = _runs(args)
+    plan = _plan(args, rows)
+    flags_of, dep_of = {name: f for name, f, _ in rows}, {name: d for name, _, d in rows}
     base = [
         "--data",
         args.data,
@@ -170,24 +197,21 @@ def run_table(args: TableArgs) -> dict:
             return
         print(f"done: {row} seed {seed}", flush=True)
 
-    # one queue: the rows others depend on first, the dependent rows last, each of which waits only
-    # for its own dependency (submitted earlier, so it is already running or done)
-    needed = {dep for _, _, dep in rows if dep}
-    ordered = sorted(rows, key=lambda r: (bool(r[2]), r[0] not in needed))
+    # one queue in plan order; a dependent run waits only for its own dependency (submitted earlier,
+    # so it is already running or done)
     started: dict[tuple[str, int], Future] = {}
 
-    def after(dep: str, job: tuple[str, list[str], int]) -> None:
-        if dep and (dep, job[2]) in started:
-            started[(dep, job[2])].result()
-        run(*job)
+    def after(row: str, seed: int) -> None:
+        if (dep_of[row], seed) in started:
+            started[(dep_of[row], seed)].result()
+        run(row, flags_of[row], seed)
 
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        for seed in seeds:
-            for row, flags, dep in ordered:
-                started[(row, seed)] = pool.submit(after, dep, (row, flags, seed))
+        for row, seed in plan:
+            started[(row, seed)] = pool.submit(after, row, seed)
         for future in started.values():
             future.result()
-    table = collect(out, [r for r, _, _ in rows], seeds)
+    table = collect(out, [r for r, _, _ in rows], sorted({seed for _, seed in plan}))
     table["args"], table["failures"] = asdict(args), failures
     with atomic_path(out / "table.json") as tmp:
         tmp.write_text(json.dumps(table, indent=2))

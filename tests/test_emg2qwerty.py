@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from data_prep.errors import ConfigError
 from data_prep.synthetic import SyntheticConfig, write_default_dataset
 from finetune.cer import cer, edit_counts
 from finetune.charset import (
@@ -333,3 +334,23 @@ def test_every_family_trains_end_to_end(emg_data, tmp_path):
     frozen = model.backbone.tokenizer.state_dict()
     for key, value in tokenizer.state_dict().items():
         torch.testing.assert_close(frozen[key], value)
+
+
+def test_table_plan_adds_dependencies_and_puts_them_first():
+    from finetune.emg2qwerty_table import TableArgs, _plan, _runs
+
+    args = TableArgs(
+        seeds="2", rows="TINY,TINY personalized", runs="TINY distilled from SMALL@1", personal_split=__file__
+    )
+    plan = _plan(args, _runs(args))
+    assert set(plan) == {
+        ("TINY", 2),
+        ("TINY personalized", 2),
+        ("SMALL", 1),
+        ("TINY distilled from SMALL", 1),
+    }
+    assert plan.index(("SMALL", 1)) < plan.index(("TINY distilled from SMALL", 1))
+    assert plan.index(("TINY", 2)) < plan.index(("TINY personalized", 2))
+    # no foundation folder: no such row to ask for
+    with pytest.raises(ConfigError, match="foundation-backed@0"):
+        _plan(TableArgs(seeds="", runs="foundation-backed@0"), _runs(TableArgs()))

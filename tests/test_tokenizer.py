@@ -6,7 +6,7 @@ import torch
 
 from data_prep.synthetic import EEG_CHANNELS, make_eeg_run
 from tokenizer.config import TokenizerConfig
-from tokenizer.model import BiotokTokenizer
+from tokenizer.model import BiotokTokenizer, attention
 
 VOCAB = sorted({f"eeg:{n}" for n in EEG_CHANNELS} | {f"ecg:{n}" for n in ("MLII", "V5")})
 
@@ -18,6 +18,20 @@ def model():
     patches = torch.randn(2, len(EEG_CHANNELS), 4, 200) * 0.3
     m(patches, m.channel_ids([EEG_CHANNELS] * 2, "eeg"), "eeg")  # k-means init of the codebooks
     return m.eval()
+
+
+@pytest.mark.parametrize("head", [20, 32])
+def test_attention_matches_softmax_reference_for_any_head_size(head):
+    # head sizes off a multiple of 8 are zero-padded for the fused kernels: nothing may change
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 7, head, generator=g, dtype=torch.float64) for _ in range(3))
+    keep = torch.ones(2, 1, 1, 7, dtype=torch.bool)
+    keep[1, ..., 5:] = False  # padded positions of the second sample
+    scores = (q @ k.transpose(-1, -2)) / head**0.5
+    expected = scores.masked_fill(~keep, float("-inf")).softmax(-1) @ v
+    out = attention(q, k, v, keep)
+    assert out.shape == expected.shape
+    torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
 
 
 def test_save_load_round_trip_is_bit_exact(model, tmp_path):

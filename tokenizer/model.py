@@ -41,6 +41,30 @@ class KVCache:
         return self.keys[layer], self.values[layer]
 
 
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    attn_mask: torch.Tensor | None,
+    dropout_p: float = 0.0,
+    is_causal: bool = False,
+) -> torch.Tensor:
+    """`F.scaled_dot_product_attention` over `(B, heads, T, head)` for any head size.
+
+    The fused GPU kernels (flash, memory-efficient) take head sizes that are multiples of 8 only; any
+    other (LaBraM's 200 / 10 heads = 20) falls back to the unfused path that writes the T x T scores
+    (3x slower here). Zero-padding q, k and v to the next multiple of 8 leaves every score and output
+    unchanged (the scale stays 1/sqrt(head)), and the padding is cut off again."""
+    head = q.shape[-1]
+    pad = -head % 8
+    if pad:
+        q, k, v = (F.pad(x, (0, pad)) for x in (q, k, v))
+    y = F.scaled_dot_product_attention(
+        q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=head**-0.5
+    )
+    return y[..., :head] if pad else y
+
+
 class Attention(nn.Module):
     def __init__(self, d_model: int, n_heads: int, dropout: float, qk_norm: bool = True):
         super().__init__()
@@ -69,14 +93,7 @@ class Attention(nn.Module):
                 n = k.shape[2]
                 attn_mask = torch.ones(t, n, dtype=torch.bool, device=x.device).tril(n - t)
             is_causal = False
-        y = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=attn_mask,
-            dropout_p=self.dropout if self.training else 0.0,
-            is_causal=is_causal,
-        )
+        y = attention(q, k, v, attn_mask, self.dropout if self.training else 0.0, is_causal)
         return self.out(y.transpose(1, 2).reshape(b, t, d))
 
 
