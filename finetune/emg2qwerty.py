@@ -202,6 +202,8 @@ def finetune(args: CTCTrainArgs) -> dict:
         mixed_precision=args.mixed_precision, log_with=[JSONLinesTracker(str(out))], project_dir=str(out)
     )
     torch.manual_seed(args.seed)
+    # training windows have one shape: let cuDNN time its convolution algorithms once and keep the fastest
+    torch.backends.cudnn.benchmark = accelerator.device.type == "cuda"
     split = args.split or str(Path(args.data) / "splits" / "generic.yaml")
     spec, parts = load_split(args.data, split)
     model = build_model(args)
