@@ -250,6 +250,9 @@ def collect(out: Path, rows: list[str], seeds: list[int]) -> dict:
     return table
 
 
+CONVERGED_CER = 20.0  # test CER (beam + LM) below which a run counts as converged
+
+
 def markdown(table: dict) -> str:
     def cell(entry: dict, key: str) -> str:
         if key not in entry:
@@ -257,17 +260,24 @@ def markdown(table: dict) -> str:
         values = " / ".join(f"{v:.1f}" for v in entry[key]["values"])
         return f"{entry[key]['mean']:.1f} ± {entry[key]['std']:.1f} ({values})"
 
+    def converged(entry: dict) -> str:
+        # CTC runs either leave the all-blank plateau or stay near 100% CER: count those that left it
+        if "cer_beam_lm" not in entry:
+            return "—"
+        values = entry["cer_beam_lm"]["values"]
+        return f"{sum(v < CONVERGED_CER for v in values)}/{len(values)}"
+
     lines = [
         "| model | seeds | parameters | bits/frame (x vs latent, x vs raw) | val CER (windows) | test CER greedy "
-        "| test CER beam | test CER beam + LM |",
-        "|---|---|---:|---|---:|---:|---:|---:|",
+        "| test CER beam | test CER beam + LM | converged |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|",
     ]
     for e in table["rows"]:
         c = e["compression"]
         bits = f"{c['bits_per_frame']:.0f} ({c['vs_latent']:.0f}x, {c['vs_raw']:.0f}x)" if c else "—"
         lines.append(
             f"| {e['row']} | {','.join(map(str, e['seeds']))} | {e['parameters']:,} | {bits} | {cell(e, 'val_cer')} | {cell(e, 'cer_greedy')} "
-            f"| {cell(e, 'cer_beam')} | {cell(e, 'cer_beam_lm')} |"
+            f"| {cell(e, 'cer_beam')} | {cell(e, 'cer_beam_lm')} | {converged(e)} |"
         )
     return "\n".join(lines) + "\n"
 
