@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from data_prep.corpus import load_corpora
-from data_prep.mixing import collate_windows
 from tokenizer.baseline import dct_bits, dct_codec, dct_settings
+from tokenizer.evaluate import reconstruct
 from tokenizer.metrics import codebook_stats, reconstruction_metrics
 from tokenizer.model import BiotokTokenizer
 
@@ -30,50 +30,6 @@ from tokenizer.model import BiotokTokenizer
 def metrics_of_rows(target: np.ndarray, estimate: np.ndarray) -> dict[str, float]:
     """target/estimate `(n_rows, T)` of real channels only."""
     return reconstruction_metrics(torch.from_numpy(target)[None], torch.from_numpy(estimate)[None])
-
-
-@torch.no_grad()
-def reconstruct(model: BiotokTokenizer, corpus, levels: list[int], batch_size: int, device) -> dict:
-    """Held-out rows `(n, T)` of the target and of the reconstruction at each number of levels,
-    the code counts `(S, Q, K)` and each row's scale (spread, center) for plotting in µV."""
-    key, patch_len = corpus.preset.name, corpus.preset.patch_len
-    cfg = model.config
-    counts = torch.zeros(cfg.n_scales, cfg.n_levels, cfg.codebook_size, dtype=torch.float64)
-    targets, estimates, spreads, centers, names = [], {n: [] for n in levels}, [], [], []
-    for start in range(0, len(corpus), batch_size):
-        items = [corpus[i] for i in range(start, min(start + batch_size, len(corpus)))]
-        batch = collate_windows(items)
-        b, c, t = batch["signal"].shape
-        patches = batch["signal"].view(b, c, t // patch_len, patch_len).to(device)
-        ids = model.channel_ids(batch["ch_names"], key)
-        with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
-            codes = model.encode_patches(patches, ids, key)
-        valid = batch["channel_mask"]
-        valid_codes = codes[valid.to(device)]  # (rows, P, S, Q)
-        for s in range(cfg.n_scales):
-            for q in range(cfg.n_levels):
-                counts[s, q] += (
-                    torch.bincount(valid_codes[:, :, s, q].reshape(-1), minlength=cfg.codebook_size)
-                    .double()
-                    .cpu()
-                )
-        for n in levels:
-            with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
-                recon = model.decode_patches(codes[..., :n], ids, key)
-            estimates[n].append(recon.float().reshape(b, c, t)[valid.to(device)].cpu().numpy())
-        targets.append(batch["signal"][valid].numpy())
-        for it in items:
-            spreads.append(it["scale_spread"])
-            centers.append(it["scale_center"])
-            names.extend(it["ch_names"])
-    return {
-        "target": np.concatenate(targets),
-        "estimate": {n: np.concatenate(v) for n, v in estimates.items()},
-        "counts": counts,
-        "spread": np.concatenate(spreads),
-        "center": np.concatenate(centers),
-        "ch_names": names,
-    }
 
 
 def dct_row(target: np.ndarray, patch_len: int, budget: float) -> dict:
@@ -178,7 +134,7 @@ def main() -> None:
             print(f"{name}: no held-out subject, skipped")
             continue
         preset = corpus.preset
-        result = reconstruct(model, held, levels, args.batch_size, device)
+        result = reconstruct(model, held, levels, args.batch_size, device, bf16=device.type == "cuda")
         stats = codebook_stats(result["counts"])
         usage[name] = {k: v.tolist() for k, v in stats.items()}
         subjects = sorted(set(held.column("subject")))

@@ -1,0 +1,211 @@
+"""Model cards of the shipped models: metrics measured on held-out real recordings, written to each
+model folder's `card_metrics.json` and into its card (README.md, between two markers), and measured
+again by the tests, which must reproduce them.
+
+    python -m foundation.card --real ../shared/data/real --tokenizer pretrained_models/tokenizer-small \
+        --foundation pretrained_models/foundation-small
+
+Held out = the subjects that the model's own training run held out (the subject hash split with the
+run's `holdout_fraction`), in the real corpora (`biotok prepare --sources shared_real`). Everything runs
+in float32, so any machine reproduces the numbers up to rounding.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from data_prep.atomic import atomic_path, write_json
+from data_prep.corpus import Corpus, load_corpora
+from data_prep.errors import BiosignalError
+from tokenizer.evaluate import reconstruct
+from tokenizer.metrics import codebook_stats, reconstruction_metrics
+from tokenizer.model import BiotokTokenizer
+
+from .model import BiotokFoundation
+from .pretrain import InputFetcher, evaluate, unigram_log_probs
+from .tokens import TokenCorpus, load_token_corpora, tokenize_corpus
+
+START, END = "<!-- card-metrics:start -->", "<!-- card-metrics:end -->"
+METRICS_FILE = "card_metrics.json"
+
+
+def holdout_fraction(folder: str | Path) -> float:
+    """The held-out fraction of the run that trained the model in `folder` (its saved run arguments)."""
+    for name in ("train_args.json", "pretrain_args.json"):
+        path = Path(folder) / name
+        if path.exists():
+            return float(json.loads(path.read_text())["holdout_fraction"])
+    raise BiosignalError(folder, "train_args.json", "no run arguments saved beside the model")
+
+
+def prepare_real(real_root: str | Path, work: str | Path) -> dict[str, Corpus]:
+    """The shared real recordings prepared into corpora under `work`."""
+    from data_prep.prepare import PrepareArgs, run
+
+    run(
+        PrepareArgs(
+            sources="shared_real", root=str(real_root), out=str(Path(work) / "corpora"), progress=False
+        )
+    )
+    return load_corpora([Path(work) / "corpora"])
+
+
+def tokenizer_metrics(
+    model: BiotokTokenizer, corpora: dict[str, Corpus], holdout: float, batch_size: int = 32
+) -> dict[str, dict]:
+    """Per corpus with held-out subjects: SNR / NMSE / Pearson correlation of the reconstruction from
+    every RVQ level, and codebook use (mean over scales and levels of the fraction of codes used and
+    of the perplexity), on the preprocessed, scaled held-out windows."""
+    result = {}
+    for name, corpus in corpora.items():
+        _, held = corpus.split_by_subject(holdout)
+        if len(held) == 0:
+            continue
+        levels = model.config.n_levels
+        rows = reconstruct(model, held, [levels], batch_size, model.device)
+        quality = reconstruction_metrics(
+            torch.from_numpy(rows["target"])[None], torch.from_numpy(rows["estimate"][levels])[None]
+        )
+        usage = codebook_stats(rows["counts"])
+        result[name] = {
+            "modality": corpus.preset.modality,
+            "subjects": sorted(set(held.column("subject"))),
+            "channel_windows": int(rows["target"].shape[0]),
+            "snr_db": quality["snr_db"],
+            "nmse": quality["nmse"],
+            "pcc": quality["pcc"],
+            "codebook_used": float(usage["used"].mean()),
+            "perplexity": float(usage["perplexity"].mean()),
+        }
+    return result
+
+
+def foundation_metrics(
+    model: BiotokFoundation, token_corpora: dict[str, TokenCorpus], holdout: float, batch_size: int = 32
+) -> dict[str, dict]:
+    """Per corpus with held-out subjects: masked-token loss and accuracy over every held-out window
+    (masks drawn from a fixed seed), beside the unigram baseline of the training windows' codes."""
+    train, held = {}, {}
+    for name, corpus in token_corpora.items():
+        train[name], held[name] = corpus.split_by_subject(holdout)
+    held = {name: view for name, view in held.items() if len(view)}
+    unigram = unigram_log_probs(train, model.config.n_target_levels)
+    batches = math.ceil(max(len(view) for view in held.values()) / batch_size)
+    scores = evaluate(
+        model,
+        held,
+        InputFetcher(token_corpora, model.config.input_kind),
+        unigram,
+        batches,
+        batch_size,
+        model.config.mask_ratio,
+        model.device,
+    )
+    keys = ("masked_loss", "unigram_loss", "masked_accuracy", "unigram_accuracy", "n_masked")
+    result = {
+        name: {"subjects": sorted(set(held[name].column("subject"))), **{k: scores[name][k] for k in keys}}
+        for name in held
+    }
+    result["all"] = {k: v for k, v in scores["all"].items() if k in keys}
+    result["all"]["n_masked"] = sum(result[name]["n_masked"] for name in held)
+    return result
+
+
+def measure(
+    real_root: str | Path, tokenizer_dir: str | Path, foundation_dir: str | Path | None, work: str | Path
+):
+    """Both cards' metrics: {"tokenizer": ..., "foundation": ...} (foundation None when not given)."""
+    tokenizer = BiotokTokenizer.from_pretrained(str(tokenizer_dir)).eval()
+    corpora = prepare_real(real_root, work)
+    cards = {
+        "tokenizer": tokenizer_metrics(tokenizer, corpora, holdout_fraction(tokenizer_dir)),
+        "foundation": None,
+    }
+    if foundation_dir is not None:
+        model = BiotokFoundation.from_pretrained(str(foundation_dir)).eval()
+        for corpus in corpora.values():
+            tokenize_corpus(tokenizer, corpus, Path(work) / "tokens", progress=False)
+        tokens = load_token_corpora([Path(work) / "tokens"], expect_hash=model.config.tokenizer_hash)
+        cards["foundation"] = foundation_metrics(model, tokens, holdout_fraction(foundation_dir))
+    return cards
+
+
+def render_tokenizer(metrics: dict[str, dict]) -> str:
+    lines = [
+        "| held-out corpus | subjects | channel-windows | SNR dB | NMSE | PCC | codes used | perplexity |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, m in metrics.items():
+        lines.append(
+            f"| {name} ({m['modality']}) | {', '.join(m['subjects'])} | {m['channel_windows']:,} | "
+            f"{m['snr_db']:.2f} | {m['nmse']:.3f} | {m['pcc']:.3f} | {m['codebook_used']:.1%} | {m['perplexity']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def render_foundation(metrics: dict[str, dict]) -> str:
+    lines = [
+        "| held-out corpus | masked positions | masked loss (nats) | unigram loss | masked accuracy | unigram accuracy |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, m in metrics.items():
+        label = "all" if name == "all" else f"{name} ({', '.join(m['subjects'])})"
+        lines.append(
+            f"| {label} | {m['n_masked']:,} | {m['masked_loss']:.3f} | {m['unigram_loss']:.3f} | "
+            f"{m['masked_accuracy']:.2%} | {m['unigram_accuracy']:.2%} |"
+        )
+    return "\n".join(lines)
+
+
+def card_block(kind: str, metrics: dict) -> str:
+    table = render_tokenizer(metrics) if kind == "tokenizer" else render_foundation(metrics)
+    return f"{START}\n{table}\n{END}"
+
+
+def write_card(folder: str | Path, kind: str, metrics: dict) -> None:
+    """`card_metrics.json` and the README's metrics block (between the markers) of one model folder."""
+    readme = Path(folder) / "README.md"
+    text = readme.read_text()
+    if START not in text or END not in text:
+        raise BiosignalError(readme, "card-metrics", f"no {START} ... {END} block to fill")
+    head, rest = text.split(START, 1)
+    card = head + card_block(kind, metrics) + rest.split(END, 1)[1]
+    write_json(Path(folder) / METRICS_FILE, {"kind": kind, "metrics": metrics})
+    with atomic_path(readme) as tmp:
+        tmp.write_text(card)
+
+
+@dataclass
+class CardArgs:
+    """Measure the shipped models on held-out real recordings and write their model cards' metrics."""
+
+    real: str = field(metadata={"help": "folder of the shared real recordings (shared/data/real)"})
+    tokenizer: str = "pretrained_models/tokenizer-small"
+    foundation: str = field(default="pretrained_models/foundation-small", metadata={"help": "'' skips it"})
+
+
+def run(args: CardArgs) -> None:
+    with tempfile.TemporaryDirectory() as work:
+        cards = measure(args.real, args.tokenizer, args.foundation or None, work)
+    write_card(args.tokenizer, "tokenizer", cards["tokenizer"])
+    print(render_tokenizer(cards["tokenizer"]))
+    if cards["foundation"] is not None:
+        write_card(args.foundation, "foundation", cards["foundation"])
+        print(render_foundation(cards["foundation"]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from data_prep.config import run_command
+
+    return run_command(CardArgs, run, argv, prog="python -m foundation.card")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

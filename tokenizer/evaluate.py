@@ -1,0 +1,58 @@
+"""Run a tokenizer over a corpus and keep what reconstruction metrics need."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from data_prep.mixing import collate_windows
+
+from .model import BiotokTokenizer
+
+
+@torch.no_grad()
+def reconstruct(
+    model: BiotokTokenizer, corpus, levels: list[int], batch_size: int, device, bf16: bool = False
+) -> dict:
+    """Every real channel-window of `corpus` (a corpus or a view of one) as rows `(n, T)`: the target,
+    its reconstruction from the first n RVQ levels for each n in `levels`, the code counts `(S, Q, K)`
+    and each row's scale (spread, center) to undo the preset's scaling. `bf16` autocasts encode and
+    decode (deep-level codes then differ from float32, see docs/BENCHMARKS.md)."""
+    key, patch_len = corpus.preset.name, corpus.preset.patch_len
+    cfg = model.config
+    counts = torch.zeros(cfg.n_scales, cfg.n_levels, cfg.codebook_size, dtype=torch.float64)
+    targets, estimates, spreads, centers, names = [], {n: [] for n in levels}, [], [], []
+    for start in range(0, len(corpus), batch_size):
+        items = [corpus[i] for i in range(start, min(start + batch_size, len(corpus)))]
+        batch = collate_windows(items)
+        b, c, t = batch["signal"].shape
+        patches = batch["signal"].view(b, c, t // patch_len, patch_len).to(device)
+        ids = model.channel_ids(batch["ch_names"], key)
+        with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+            codes = model.encode_patches(patches, ids, key)
+        valid = batch["channel_mask"]
+        valid_codes = codes[valid.to(device)]  # (rows, P, S, Q)
+        for s in range(cfg.n_scales):
+            for q in range(cfg.n_levels):
+                counts[s, q] += (
+                    torch.bincount(valid_codes[:, :, s, q].reshape(-1), minlength=cfg.codebook_size)
+                    .double()
+                    .cpu()
+                )
+        for n in levels:
+            with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+                recon = model.decode_patches(codes[..., :n], ids, key)
+            estimates[n].append(recon.float().reshape(b, c, t)[valid.to(device)].cpu().numpy())
+        targets.append(batch["signal"][valid].numpy())
+        for it in items:
+            spreads.append(it["scale_spread"])
+            centers.append(it["scale_center"])
+            names.extend(it["ch_names"])
+    return {
+        "target": np.concatenate(targets),
+        "estimate": {n: np.concatenate(v) for n, v in estimates.items()},
+        "counts": counts,
+        "spread": np.concatenate(spreads),
+        "center": np.concatenate(centers),
+        "ch_names": names,
+    }
