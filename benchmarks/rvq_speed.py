@@ -26,9 +26,12 @@ SIZES = [
 ]
 
 
-def exact_agreement(rvq: ResidualVQ, x: torch.Tensor) -> float:
+TF32_PEAK = 494.7e12  # dense TF32 tensor-core FLOP/s of the H100 / H200 SXM
+
+
+def exact_agreement(rvq: ResidualVQ, x: torch.Tensor, codes: torch.Tensor | None = None) -> float:
     """Fraction of codes equal to a float64 exhaustive search, level by level on the float64 residual."""
-    codes = rvq.encode(x)
+    codes = rvq.encode(x) if codes is None else codes
     residual, same = x.double(), 0
     for level in range(rvq.n_levels):
         book = rvq.codebooks[level].double()
@@ -51,10 +54,33 @@ def bench_ours(levels: int, k: int, dim: int, x: torch.Tensor, device) -> dict:
     rvq.train()
     train = time_call(step, device)
     rvq.eval()
-    return {
+    result = {
         "encode_vectors_per_s": x.shape[0] / encode,
         "train_vectors_per_s": x.shape[0] / train,
         "exact_agreement": exact_agreement(rvq, x[:16384]),
+    }
+    if device.type == "cuda":
+        result["fused"] = bench_fused(rvq, x, device)
+    return result
+
+
+def bench_fused(rvq: ResidualVQ, x: torch.Tensor, device) -> dict | None:
+    """The Triton kernel (tokenizer/rvq_triton.py): speed, exactness, and the fraction of the TF32
+    matmul ceiling and of the memory traffic it needs at the measured rate."""
+    try:
+        from tokenizer.rvq_triton import rvq_encode
+    except ImportError:
+        return None
+    n, (levels, k, dim) = x.shape[0], rvq.codebooks.shape
+    seconds = time_call(lambda: rvq_encode(x, rvq.codebooks), device)
+    flops = 2 * n * k * dim * levels
+    bytes_moved = 4 * (n * dim + n * levels + levels * k * dim)
+    return {
+        "encode_vectors_per_s": n / seconds,
+        "tflops": flops / seconds / 1e12,
+        "fraction_of_tf32_peak": flops / seconds / TF32_PEAK,
+        "gbytes_per_s": bytes_moved / seconds / 1e9,
+        "exact_agreement": exact_agreement(rvq, x[:16384], rvq_encode(x[:16384], rvq.codebooks)),
     }
 
 

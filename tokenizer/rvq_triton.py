@@ -1,0 +1,170 @@
+"""Fused residual-VQ encode on the GPU (Triton): every level's nearest-code search in one kernel that never
+writes the n x K score matrix.
+
+Per block of rows and per level: scores x·c - ½‖c‖² are accumulated tile by tile over the codebook with
+TF32 tensor-core products, and only each row's two best candidates are kept; those two are then scored
+again exactly in float32 on the CUDA cores and the better one wins. TF32 rounds the products (about 1e-3
+relative), so the TF32 winner can be a near-tie's wrong side; the true nearest code is almost always
+among the TF32 top two, and the float32 rescoring picks it. The residual of level l is recomputed from
+the input and the codes of levels < l (the codebooks stay in L2), in the same order as
+`ResidualVQ.encode`, so no residual is ever written to memory.
+
+`rvq_encode(x, codebooks)` is the entry point; `ResidualVQ.encode` calls it for CUDA inputs when Triton
+is installed, and keeps its PyTorch path everywhere else. Set TRITON_INTERPRET=1 to run the kernel on
+the CPU (slowly), as the tests do.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _residual_chunk(
+    x_ptr,
+    codebooks_ptr,
+    rows_64,
+    row_ok,
+    chosen,
+    d0,
+    K: tl.constexpr,
+    D: tl.constexpr,
+    LEVEL: tl.constexpr,
+    LEVELS_P2: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
+    """Columns d0 .. d0 + BLOCK_D of the residual that level LEVEL quantises: x minus the codes chosen at
+    the levels before it, subtracted in level order (as `ResidualVQ.encode` does), `(BLOCK_N, BLOCK_D)`."""
+    dims = tl.arange(0, BLOCK_D)
+    level_cols = tl.arange(0, LEVELS_P2)
+    residual = tl.load(x_ptr + rows_64[:, None] * D + d0 + dims[None, :], mask=row_ok[:, None], other=0.0)
+    for prev in tl.static_range(LEVEL):
+        code = tl.sum(tl.where(level_cols[None, :] == prev, chosen, 0), axis=1)
+        residual -= tl.load(codebooks_ptr + prev * K * D + code[:, None] * D + d0 + dims[None, :])
+    return residual
+
+
+@triton.jit
+def _rvq_encode_kernel(
+    x_ptr,
+    codebooks_ptr,
+    half_norms_ptr,
+    codes_ptr,
+    n_rows,
+    K: tl.constexpr,
+    D: tl.constexpr,
+    LEVELS: tl.constexpr,
+    LEVELS_P2: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_ok = rows < n_rows
+    rows_64 = rows.to(tl.int64)
+    dims = tl.arange(0, BLOCK_D)
+    codes_k = tl.arange(0, BLOCK_K)
+    # the codes chosen so far stay in registers: a value stored to global memory by one thread need not
+    # be visible to another thread of the same program when it reads it back
+    level_cols = tl.arange(0, LEVELS_P2)
+    chosen = tl.zeros([BLOCK_N, LEVELS_P2], tl.int32)
+    for level in tl.static_range(LEVELS):
+        cb = codebooks_ptr + level * K * D
+        best1 = tl.full([BLOCK_N], float("-inf"), tl.float32)
+        best2 = tl.full([BLOCK_N], float("-inf"), tl.float32)
+        idx1 = tl.zeros([BLOCK_N], tl.int32)
+        idx2 = tl.zeros([BLOCK_N], tl.int32)
+        for k0 in range(0, K, BLOCK_K):
+            scores = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
+            for d0 in range(0, D, BLOCK_D):
+                residual = _residual_chunk(
+                    x_ptr, codebooks_ptr, rows_64, row_ok, chosen, d0, K, D, level, LEVELS_P2, BLOCK_D
+                )
+                block = tl.load(cb + (k0 + codes_k)[:, None] * D + d0 + dims[None, :])  # (BLOCK_K, BLOCK_D)
+                scores += tl.dot(residual, tl.trans(block), input_precision=PRECISION)
+            scores -= tl.load(half_norms_ptr + level * K + k0 + codes_k)[None, :]
+            # this tile's two best, then merged with the running two best (ties keep the lower index)
+            top1 = tl.max(scores, axis=1)
+            arg1 = tl.argmax(scores, axis=1).to(tl.int32)
+            rest = tl.where(codes_k[None, :] == arg1[:, None], float("-inf"), scores)
+            top2 = tl.max(rest, axis=1)
+            arg2 = tl.argmax(rest, axis=1).to(tl.int32)
+            arg1 += k0
+            arg2 += k0
+            new_first = top1 > best1
+            second = tl.where(
+                new_first, tl.where(top2 > best1, top2, best1), tl.where(top1 > best2, top1, best2)
+            )
+            second_idx = tl.where(
+                new_first, tl.where(top2 > best1, arg2, idx1), tl.where(top1 > best2, arg1, idx2)
+            )
+            best1 = tl.where(new_first, top1, best1)
+            idx1 = tl.where(new_first, arg1, idx1)
+            best2, idx2 = second, second_idx
+        # exact float32 scores of the two candidates
+        exact1 = tl.zeros([BLOCK_N], tl.float32)
+        exact2 = tl.zeros([BLOCK_N], tl.float32)
+        for d0 in range(0, D, BLOCK_D):
+            residual = _residual_chunk(
+                x_ptr, codebooks_ptr, rows_64, row_ok, chosen, d0, K, D, level, LEVELS_P2, BLOCK_D
+            )
+            exact1 += tl.sum(residual * tl.load(cb + idx1[:, None] * D + d0 + dims[None, :]), axis=1)
+            exact2 += tl.sum(residual * tl.load(cb + idx2[:, None] * D + d0 + dims[None, :]), axis=1)
+        exact1 -= tl.load(half_norms_ptr + level * K + idx1)
+        exact2 -= tl.load(half_norms_ptr + level * K + idx2)
+        take2 = (exact2 > exact1) | ((exact2 == exact1) & (idx2 < idx1))
+        chosen = tl.where(level_cols[None, :] == level, tl.where(take2, idx2, idx1)[:, None], chosen)
+    tl.store(
+        codes_ptr + rows_64[:, None] * LEVELS + level_cols[None, :],
+        chosen,
+        mask=row_ok[:, None] & (level_cols[None, :] < LEVELS),
+    )
+
+
+def rvq_encode(
+    x: torch.Tensor,
+    codebooks: torch.Tensor,
+    block_n: int = 64,
+    block_k: int = 128,
+    block_d: int = 32,
+    precision: str = "tf32",
+    num_warps: int = 4,
+    num_stages: int = 2,
+) -> torch.Tensor:
+    """Codes `(n, levels)` int64 of x `(n, dim)` under codebooks `(levels, K, dim)`, float32 throughout.
+
+    K must be a multiple of `block_k` and dim of `block_d` (both powers of two, at least 16)."""
+    if x.dim() != 2 or codebooks.dim() != 3 or x.shape[1] != codebooks.shape[2]:
+        raise ValueError(
+            f"expected x (n, dim) and codebooks (levels, K, dim), got {tuple(x.shape)}, {tuple(codebooks.shape)}"
+        )
+    levels, k, d = codebooks.shape
+    block_k, block_d = min(block_k, k), min(block_d, d)
+    if k % block_k or d % block_d:
+        raise ValueError(f"codebook size {k} and dim {d} must be multiples of {block_k} and {block_d}")
+    x = x.float().contiguous()
+    codebooks = codebooks.float().contiguous()
+    half_norms = 0.5 * codebooks.pow(2).sum(dim=2)
+    codes = torch.empty(x.shape[0], levels, dtype=torch.int32, device=x.device)
+    grid = (triton.cdiv(x.shape[0], block_n),)
+    _rvq_encode_kernel[grid](
+        x,
+        codebooks,
+        half_norms,
+        codes,
+        x.shape[0],
+        K=k,
+        D=d,
+        LEVELS=levels,
+        LEVELS_P2=triton.next_power_of_2(levels),
+        BLOCK_N=block_n,
+        BLOCK_K=block_k,
+        BLOCK_D=block_d,
+        PRECISION=precision,
+        num_warps=num_warps,
+        num_stages=num_stages,
+    )
+    return codes.long()
