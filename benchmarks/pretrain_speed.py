@@ -17,7 +17,7 @@ import torch
 from timing import time_call, write_results
 
 from foundation.config import FoundationConfig
-from foundation.model import BiotokFoundation, random_mask
+from foundation.model import BiotokFoundation, masked_positions, random_mask
 from tokenizer.config import TokenizerConfig
 
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12}  # dense bf16 tensor-core peak (SXM), FLOP/s
@@ -39,11 +39,13 @@ def measure(config: FoundationConfig, eeg_names: list[str], batch: int, device, 
     b, c, p = batch, len(eeg_names), 4
     codes = torch.randint(0, config.codebook_size, (b, c, p, config.n_scales, config.n_levels), device=device)
     ids = model.channel_ids([eeg_names] * b, "eeg")
-    mask = random_mask(torch.ones(b, c, dtype=torch.bool), p, config.mask_ratio).to(device)
+    mask = random_mask(torch.ones(b, c, dtype=torch.bool), p, config.mask_ratio)
+    index = masked_positions(mask).to(device)  # built on the host, as the training loop does
+    mask = mask.to(device)
 
     def step():
         with torch.autocast(device.type, torch.bfloat16):
-            out = model(codes, ids, "eeg", mask)
+            out = model(codes, ids, "eeg", mask, masked_index=index)
         out.loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -33,6 +33,11 @@ def random_mask(
     return ((rank < n_mask[:, None]) & valid).view(b, c, n_patches)
 
 
+def masked_positions(mask: torch.Tensor) -> torch.Tensor:
+    """Flat indices `(M,)` of the True positions of mask `(B, C, P)`, in row-major order."""
+    return mask.reshape(-1).nonzero().squeeze(1)
+
+
 @dataclass
 class FoundationOutput:
     loss: torch.Tensor  # mean cross-entropy over masked positions and heads
@@ -136,13 +141,20 @@ class BiotokFoundation(PreTrainedModel):
         modality: str,
         mask: torch.Tensor,
         patches: torch.Tensor | None = None,
+        masked_index: torch.Tensor | None = None,
     ) -> FoundationOutput:
-        """codes `(B, C, P, S, Q)` (targets, and input for input_kind='tokens'); mask `(B, C, P)`."""
+        """codes `(B, C, P, S, Q)` (targets, and input for input_kind='tokens'); mask `(B, C, P)`.
+
+        `masked_index` `(M,)`: the flat indices of mask's True positions (`masked_positions(mask)`),
+        when the caller built them before moving the mask to the GPU: finding them there would make
+        the host wait for the GPU at every step."""
         cfg = self.config
         s, q, k = cfg.n_scales, cfg.n_target_levels, cfg.codebook_size
         hidden = self.encode(channel_ids, modality, codes=codes, patches=patches, mask=mask)
-        logits = self.head(hidden[mask]).view(-1, s, q, k).float()  # (M, S, Q, K): masked only
-        targets = codes[mask][..., :q]  # (M, S, Q)
+        index = masked_positions(mask) if masked_index is None else masked_index.to(hidden.device)
+        picked = hidden.reshape(-1, hidden.shape[-1]).index_select(0, index)
+        logits = self.head(picked).view(-1, s, q, k).float()  # (M, S, Q, K): masked only
+        targets = codes.reshape(-1, *codes.shape[3:]).index_select(0, index)[..., :q]  # (M, S, Q)
         per_token = F.cross_entropy(logits.permute(0, 3, 1, 2), targets, reduction="none")  # (M, S, Q)
         n_masked = torch.tensor(per_token.shape[0], device=per_token.device)
         loss_sum = per_token.mean(dim=(1, 2)).sum()

@@ -22,7 +22,7 @@ from tokenizer.checkpoint import latest_checkpoint, load_checkpoint, save_run_ch
 from tokenizer.train import lr_lambda
 
 from .config import SIZES, FoundationConfig
-from .model import BiotokFoundation, random_mask
+from .model import BiotokFoundation, masked_positions, random_mask
 from .tokens import TokenCorpus, collate_tokens, load_token_corpora
 from .tracking import JSONLinesTracker
 
@@ -267,32 +267,38 @@ def pretrain(args: PretrainArgs) -> Path:
         for m in range(args.grad_accum):
             batch = next(stream)
             inputs = fetch(batch, accelerator.device)
+            # masks and their positions are made on the host, so the step never waits for the GPU
             mask = random_mask(
                 batch["channel_mask"],
                 inputs["codes"].shape[2],
                 config.mask_ratio,
                 mask_generator(args.seed, accelerator.process_index, step, m),
-            ).to(accelerator.device)
-            masks = [mask, ~mask & batch["channel_mask"].to(mask.device)[:, :, None]][:passes]
-            micro.append((batch, inputs, masks))
+            )
+            masks = [mask, ~mask & batch["channel_mask"][:, :, None]][:passes]
+            micro.append((batch, inputs, [(k, masked_positions(k)) for k in masks]))
         # every masked position of the accumulation window on every rank counts once
         local = torch.tensor(
-            float(sum(int(k.sum()) for _, _, ms in micro for k in ms)), device=accelerator.device
+            float(sum(len(index) for _, _, ms in micro for _, index in ms)), device=accelerator.device
         )
         global_masked = accelerator.reduce(local, reduction="sum")
         for m, (batch, inputs, masks) in enumerate(micro):
             ids = raw_model.channel_ids(batch["ch_names"], batch["modality"])
             sync = m == len(micro) - 1
             with accelerator.no_sync(model) if not sync else nullcontext():
-                for mask in masks:
+                for mask, index in masks:
                     with accelerator.autocast():
                         output = model(
-                            inputs["codes"], ids, batch["modality"], mask, patches=inputs.get("patches")
+                            inputs["codes"],
+                            ids,
+                            batch["modality"],
+                            mask.to(accelerator.device, non_blocking=True),
+                            patches=inputs.get("patches"),
+                            masked_index=index.to(accelerator.device, non_blocking=True),
                         )
                     # DDP averages gradients over ranks: scale back to a sum over all masked positions
                     accelerator.backward(output.loss_sum * accelerator.num_processes / global_masked)
-                    running["loss"] += float(output.loss_sum.detach())
-                    running["tokens"] += float(output.n_masked)
+                    running["loss"] += output.loss_sum.detach()  # a device tensor: read at log time
+                    running["tokens"] += len(index)
         if args.grad_clip:
             accelerator.clip_grad_norm_(model.parameters(), args.grad_clip)
         optimizer.step()
@@ -302,7 +308,7 @@ def pretrain(args: PretrainArgs) -> Path:
         bar.update(1)
         if done % args.log_every == 0 or done == last:
             record = {
-                "train/loss": running["loss"] / max(running["tokens"], 1),
+                "train/loss": float(running["loss"]) / max(running["tokens"], 1),
                 "train/lr": scheduler.get_last_lr()[0],
                 "train/seconds": time.perf_counter() - started,
             }

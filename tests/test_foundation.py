@@ -10,7 +10,7 @@ from data_prep.corpus import Corpus, load_sources, prepare_corpus
 from data_prep.errors import BiosignalError
 from data_prep.prepare import resolve_sources
 from foundation.config import FoundationConfig
-from foundation.model import BiotokFoundation, random_mask
+from foundation.model import BiotokFoundation, masked_positions, random_mask
 from foundation.pretrain import PretrainArgs, pretrain
 from foundation.tokens import TokenCorpus, collate_tokens, tokenize_corpus
 from tokenizer.model import BiotokTokenizer
@@ -71,6 +71,24 @@ def test_random_mask_counts_and_padding():
     assert not mask[0, 3].any() and not mask[1, 1:].any()  # padding channels never masked
     again = random_mask(channel_mask, 4, 0.5, torch.Generator().manual_seed(0))
     assert torch.equal(mask, again)
+
+
+def test_masked_positions_given_by_the_caller_give_the_boolean_mask_loss(tokenizer):
+    config = FoundationConfig.from_tokenizer(tokenizer.config, "tiny", n_target_levels=2)
+    model = BiotokFoundation(config).eval()
+    g = torch.Generator().manual_seed(0)
+    codes = torch.randint(0, config.codebook_size, (3, 4, 5, config.n_scales, config.n_levels), generator=g)
+    names = [n.split(":", 1)[1] for n in config.channel_vocab if n.startswith("eeg:")][:4]
+    ids = model.channel_ids([names] * 3, "eeg")
+    mask = random_mask(torch.ones(3, 4, dtype=torch.bool), 5, 0.5, g)
+    out = model(codes, ids, "eeg", mask, masked_index=masked_positions(mask))
+    # reference: the masked positions picked by boolean indexing, in its order
+    logits = model.head(out.hidden_states[mask]).view(-1, config.n_scales, 2, config.codebook_size)
+    targets = codes[mask][..., :2]
+    per_token = torch.nn.functional.cross_entropy(logits.permute(0, 3, 1, 2), targets, reduction="none")
+    assert int(out.n_masked) == int(mask.sum()) == 30
+    torch.testing.assert_close(out.loss_sum, per_token.mean(dim=(1, 2)).sum())
+    assert torch.equal(out.head_correct, (logits.argmax(-1) == targets).sum(0))
 
 
 def test_save_load_round_trip(tmp_path, tokenizer):
