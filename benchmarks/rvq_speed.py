@@ -16,7 +16,7 @@ import json
 import torch
 from timing import time_call, write_results
 
-from tokenizer.rvq import ResidualVQ
+from tokenizer.rvq import ResidualVQ, exact_codes
 
 SIZES = [
     # (levels, codebook size, dim, vectors): the GPU-performance issue's case, then our small tokenizer's
@@ -32,13 +32,7 @@ TF32_PEAK = 494.7e12  # dense TF32 tensor-core FLOP/s of the H100 / H200 SXM
 def exact_agreement(rvq: ResidualVQ, x: torch.Tensor, codes: torch.Tensor | None = None) -> float:
     """Fraction of codes equal to a float64 exhaustive search, level by level on the float64 residual."""
     codes = rvq.encode(x) if codes is None else codes
-    residual, same = x.double(), 0
-    for level in range(rvq.n_levels):
-        book = rvq.codebooks[level].double()
-        exact = torch.cdist(residual, book).argmin(dim=1)
-        same += (exact == codes[:, level]).sum().item()
-        residual = residual - book[exact]
-    return same / codes.numel()
+    return float((codes == exact_codes(x, rvq.codebooks).to(codes.device)).float().mean())
 
 
 def bench_ours(levels: int, k: int, dim: int, x: torch.Tensor, device) -> dict:

@@ -11,17 +11,8 @@ import torch
 os.environ.setdefault("TRITON_INTERPRET", "1")
 pytest.importorskip("triton")
 
-from tokenizer.rvq import ResidualVQ  # noqa: E402
+from tokenizer.rvq import ResidualVQ, exact_codes  # noqa: E402
 from tokenizer.rvq_triton import rvq_encode  # noqa: E402
-
-
-def exact_codes(x: torch.Tensor, codebooks: torch.Tensor) -> torch.Tensor:
-    residual, codes = x.double(), []
-    for book in codebooks.double():
-        code = torch.cdist(residual, book).argmin(dim=1)
-        codes.append(code)
-        residual = residual - book[code]
-    return torch.stack(codes, dim=1)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="interpreter check; the GPU runs the compiled kernel")

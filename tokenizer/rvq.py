@@ -39,6 +39,17 @@ def nearest_codes(x: torch.Tensor, codebook: torch.Tensor, chunk: int = 65536) -
     return out
 
 
+def exact_codes(x: torch.Tensor, codebooks: torch.Tensor) -> torch.Tensor:
+    """Reference codes `(n, levels)`: exhaustive nearest-code search in float64, level by level on the
+    float64 residual, for x `(n, dim)` and codebooks `(levels, K, dim)` (tests and benchmarks)."""
+    residual, codes = x.double(), []
+    for book in codebooks.double():
+        code = torch.cdist(residual, book).argmin(dim=1)
+        codes.append(code)
+        residual = residual - book[code]
+    return torch.stack(codes, dim=1)
+
+
 def kmeans(x: torch.Tensor, k: int, iters: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Plain k-means (Lloyd) from k random rows; empty clusters keep their previous centre."""
     n = x.shape[0]
