@@ -38,7 +38,7 @@ run "prepare real" python -m data_prep.prepare --sources shared_real --root "$re
 run "rvq on real latents" python benchmarks/rvq_real_latents.py \
     --corpora "$work/corpora/eegbci" "$work/corpora/myo" "$work/corpora/grabmyo" \
     --out "$work/results/rvq_real_latents.json"
-run "pretraining speed" python benchmarks/pretrain_speed.py --sizes small,base \
+run "pretraining speed" python benchmarks/pretrain_speed.py --sizes small,base --compile \
     --out "$work/results/pretrain_speed.json"
 run "emg2qwerty speed" python benchmarks/emg2qwerty_speed.py --out "$work/results/emg2qwerty_speed.json"
 run "tokenizer encode speed" python benchmarks/tokenizer_speed.py --model pretrained_models/tokenizer-small \

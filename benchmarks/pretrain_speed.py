@@ -33,9 +33,17 @@ def model_flops(config: FoundationConfig, batch: int, positions: int, masked: in
     return 3 * forward
 
 
-def measure(config: FoundationConfig, eeg_names: list[str], batch: int, device, peak: float | None) -> dict:
+def measure(
+    config: FoundationConfig,
+    eeg_names: list[str],
+    batch: int,
+    device,
+    peak: float | None,
+    compile: bool = False,
+) -> dict:
     model = BiotokFoundation(config).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+    forward = torch.compile(model) if compile else model
     b, c, p = batch, len(eeg_names), 4
     codes = torch.randint(0, config.codebook_size, (b, c, p, config.n_scales, config.n_levels), device=device)
     ids = model.channel_ids([eeg_names] * b, "eeg")
@@ -45,7 +53,7 @@ def measure(config: FoundationConfig, eeg_names: list[str], batch: int, device, 
 
     def step():
         with torch.autocast(device.type, torch.bfloat16):
-            out = model(codes, ids, "eeg", mask, masked_index=index)
+            out = forward(codes, ids, "eeg", mask, masked_index=index)
         out.loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -70,6 +78,7 @@ def main() -> None:
     parser.add_argument("--tokenizer", default="pretrained_models/tokenizer-small")
     parser.add_argument("--sizes", default="small,base")
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--compile", action="store_true", help="also time each size under torch.compile")
     parser.add_argument("--out", default="bench_out/pretrain_speed.json")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
@@ -81,12 +90,12 @@ def main() -> None:
     )
     rows = []
     for size in [s for s in args.sizes.split(",") if s]:
-        row = measure(
-            FoundationConfig.from_tokenizer(tokenizer_config, size), eeg_names, args.batch, device, peak
-        )
-        row["size"] = size
-        print(json.dumps(row))
-        rows.append(row)
+        for compiled in (False, True) if args.compile else (False,):
+            config = FoundationConfig.from_tokenizer(tokenizer_config, size)
+            row = measure(config, eeg_names, args.batch, device, peak, compile=compiled)
+            row["size"], row["compiled"] = size, compiled
+            print(json.dumps(row))
+            rows.append(row)
     write_results(args.out, device, rows, peak_bf16_flops=peak)
 
 
