@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
-from tokenizer.model import KVCache, Transformer, init_weights
+from tokenizer.model import KVCache, StaticKVCache, Transformer, init_weights
 from tokenizer.rvq import ResidualVQ
 
 from .charset import N_CLASSES
@@ -164,13 +164,19 @@ class FrameNorm(nn.Module):
         return self.norm(x.transpose(1, 2)).transpose(1, 2)
 
 
+def _update(buffer: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+    """`new` written into `buffer` in place when their shapes agree (a CUDA graph replays into the tensors
+    it captured), else `new` itself."""
+    return buffer.copy_(new) if buffer.shape == new.shape else new
+
+
 @dataclass
 class StreamState:
     """What a streaming transformer keeps between steps."""
 
     samples: torch.Tensor  # (B, C, n) raw samples not yet consumed by a frame
     features: torch.Tensor  # (B, POS_KERNEL - 1, width) past projected frames for the positional conv
-    cache: KVCache
+    cache: KVCache | StaticKVCache
 
 
 class SEMGTransformer(nn.Module):
@@ -213,13 +219,15 @@ class SEMGTransformer(nn.Module):
         pos = F.gelu(self.pos_conv(h))[:, :, : x.shape[1]]
         return x + pos.transpose(1, 2)
 
-    def _encode(self, x: torch.Tensor, cache: KVCache | None = None):
+    def _encode(self, x: torch.Tensor, cache: KVCache | StaticKVCache | None = None):
         x = self.dropout(x)
         commit, codes = x.new_zeros(()), None
         for i, block in enumerate(self.encoder.blocks):
             x = block(x, None, True, cache, i)
             if i == 0 and self.bottleneck is not None:
                 x, commit, codes = self.bottleneck(x)
+        if cache is not None:
+            cache.advance(x.shape[1])
         return self.encoder.ln(x), commit, codes
 
     def _frames(self, emg: torch.Tensor) -> torch.Tensor:
@@ -230,14 +238,30 @@ class SEMGTransformer(nn.Module):
         """emg `(B, C, T)` -> features `(B, T', width)`, commitment loss, codes."""
         return self._encode(self._positional(self._frames(emg)))
 
-    def start_stream(self, batch: int, device, dtype=torch.float32) -> StreamState:
+    def start_stream(self, batch: int, device, dtype=torch.float32, max_frames: int = 0) -> StreamState:
+        """A new stream; `max_frames` > 0 preallocates its KV cache for that many frames (fixed shapes,
+        for CUDA-graph capture), else the cache grows."""
         if not self.causal:
             raise ValueError("streaming needs the fully causal variant (causal=True)")
         width = self.projection.out_features
+        block = self.encoder.blocks[0].attn
+        cache = (
+            StaticKVCache(
+                len(self.encoder.blocks),
+                batch,
+                block.n_heads,
+                width // block.n_heads,
+                max_frames,
+                device,
+                dtype,
+            )
+            if max_frames
+            else KVCache()
+        )
         return StreamState(
             samples=torch.zeros(batch, self.featurizer[0].in_channels, 0, device=device, dtype=dtype),
             features=torch.zeros(batch, POS_KERNEL - 1, width, device=device, dtype=dtype),
-            cache=KVCache(),
+            cache=cache,
         )
 
     def stream(self, state: StreamState, emg: torch.Tensor):
@@ -249,9 +273,11 @@ class SEMGTransformer(nn.Module):
             state.samples = samples
             return samples.new_zeros(samples.shape[0], 0, self.projection.out_features), None
         frames = self._frames(samples)
-        state.samples = samples[:, :, n_frames * hop :]
+        state.samples = _update(state.samples, samples[:, :, n_frames * hop :])
         x = self._positional(frames, state.features)
-        state.features = torch.cat([state.features, frames], dim=1)[:, -(POS_KERNEL - 1) :]
+        state.features = _update(
+            state.features, torch.cat([state.features, frames], dim=1)[:, -(POS_KERNEL - 1) :]
+        )
         x, _, codes = self._encode(x, state.cache)
         return x, codes
 
@@ -519,10 +545,11 @@ class EmgCTCModel(PreTrainedModel):
             out.append(emissions[self.output_lengths(lead) :])
         return torch.cat(out)
 
-    def start_stream(self, batch: int = 1) -> StreamState:
+    def start_stream(self, batch: int = 1, max_frames: int = 0) -> StreamState:
+        """A new stream (see `SEMGTransformer.start_stream`; 100 frames per second of signal)."""
         if self.config.architecture != "transformer":
             raise ValueError("streaming is for the causal transformer")
-        return self.backbone.start_stream(batch, self.device, self.dtype)
+        return self.backbone.start_stream(batch, self.device, self.dtype, max_frames)
 
     @torch.no_grad()
     def stream(self, state: StreamState, emg: torch.Tensor) -> torch.Tensor:

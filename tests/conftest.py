@@ -6,6 +6,12 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+if not torch.cuda.is_available():
+    # Triton kernels run in Triton's interpreter on a CPU-only machine. Set before anything imports
+    # triton (transformers does): a kernel's helper functions are bound in the mode of that moment.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from data_prep.synthetic import SyntheticConfig, write_default_dataset
 

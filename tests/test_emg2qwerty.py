@@ -212,11 +212,17 @@ def test_streaming_equals_full_window_inference():
     emg = torch.randn(1, 32, 3000)
     with torch.no_grad():
         full = model(emg)
-    state = model.start_stream(1)
-    steps = [model.stream(state, emg[:, :, i : i + 20]) for i in range(0, emg.shape[2], 20)]
-    streamed = torch.cat(steps, dim=1)
-    assert streamed.shape == full.log_probs.shape
-    torch.testing.assert_close(streamed, full.log_probs, atol=1e-4, rtol=0)
+    frames = full.log_probs.shape[1]
+    for max_frames in (0, frames):  # a growing cache, and a preallocated one (fixed shapes, CUDA graphs)
+        state = model.start_stream(1, max_frames=max_frames)
+        steps = [model.stream(state, emg[:, :, i : i + 20]) for i in range(0, emg.shape[2], 20)]
+        streamed = torch.cat(steps, dim=1)
+        assert streamed.shape == full.log_probs.shape
+        torch.testing.assert_close(streamed, full.log_probs, atol=1e-4, rtol=0)
+    # the preallocated cache is full: one more frame is refused, not written out of bounds
+    with pytest.raises(ValueError, match="outgrew"):
+        for i in range(0, 200, 20):
+            model.stream(state, emg[:, :, i : i + 20])
     # the non-causal model sees the future, so it refuses to stream
     with pytest.raises(ValueError, match="causal"):
         EmgCTCModel(EmgCTCConfig.named("128x2")).start_stream(1)

@@ -20,7 +20,7 @@ from .rvq import ResidualVQ
 
 
 class KVCache:
-    """Past keys and values of every block, for step-by-step (streaming) inference."""
+    """Past keys and values of every block, for step-by-step (streaming) inference; grows by concatenation."""
 
     def __init__(self) -> None:
         self.keys: list[torch.Tensor] = []
@@ -30,15 +30,76 @@ class KVCache:
     def length(self) -> int:
         return self.keys[0].shape[2] if self.keys else 0
 
-    def extend(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Append `(B, H, t, d)` keys/values of `layer`; returns all of them so far."""
+    def extend(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor, is_causal: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Append `(B, H, t, d)` keys/values of `layer`; returns all of them so far and the mask of the t
+        new queries (None: they see every key)."""
         if layer == len(self.keys):
             self.keys.append(k)
             self.values.append(v)
         else:
             self.keys[layer] = torch.cat([self.keys[layer], k], dim=2)
             self.values[layer] = torch.cat([self.values[layer], v], dim=2)
-        return self.keys[layer], self.values[layer]
+        t, n = k.shape[2], self.keys[layer].shape[2]
+        # causal: the t new queries are the last t positions
+        mask = (
+            torch.ones(t, n, dtype=torch.bool, device=k.device).tril(n - t) if is_causal and t > 1 else None
+        )
+        return self.keys[layer], self.values[layer], mask
+
+    def advance(self, t: int) -> None:
+        """The step's t positions are in every layer (nothing to do: the length is the keys')."""
+
+
+class StaticKVCache:
+    """A `KVCache` in preallocated buffers of `max_len` positions, written in place at a position kept on
+    the device, so that every streaming step has the same shapes and no host sync: the step can be
+    captured once in a CUDA graph and replayed. Attention reads all `max_len` slots, masked to the filled
+    ones."""
+
+    def __init__(
+        self,
+        n_layers: int,
+        batch: int,
+        n_heads: int,
+        head_dim: int,
+        max_len: int,
+        device=None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        shape = (n_layers, batch, n_heads, max_len, head_dim)
+        self.keys = torch.zeros(shape, device=device, dtype=dtype)
+        self.values = torch.zeros(shape, device=device, dtype=dtype)
+        self.position = torch.zeros((), dtype=torch.long, device=device)  # next free slot, on the device
+        self.slots = torch.arange(max_len, device=device)
+        self.max_len, self.filled = max_len, 0  # `filled` mirrors `position` on the host, for the bound check
+
+    @property
+    def length(self) -> int:
+        return self.filled
+
+    def extend(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor, is_causal: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        t = k.shape[2]
+        if self.filled + t > self.max_len:
+            raise ValueError(
+                f"the stream outgrew its cache: {self.filled + t} positions > max_len={self.max_len}"
+            )
+        new = self.position + torch.arange(t, device=k.device)
+        self.keys[layer].index_copy_(2, new, k.to(self.keys.dtype))
+        self.values[layer].index_copy_(2, new, v.to(self.values.dtype))
+        if is_causal:  # query i (slot position + i) sees the slots up to its own
+            mask = self.slots[None, :] <= new[:, None]
+        else:
+            mask = (self.slots < self.position + t)[None, :]
+        return self.keys[layer], self.values[layer], mask
+
+    def advance(self, t: int) -> None:
+        """Every layer holds the step's t positions: move the write position on."""
+        self.position += t
+        self.filled += t
 
 
 def attention(
@@ -81,17 +142,14 @@ class Attention(nn.Module):
         x: torch.Tensor,
         attn_mask: torch.Tensor | None,
         is_causal: bool = False,
-        cache: KVCache | None = None,
+        cache: KVCache | StaticKVCache | None = None,
         layer: int = 0,
     ) -> torch.Tensor:
         b, t, d = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
         q, k = self.q_norm(q), self.k_norm(k)
         if cache is not None:
-            k, v = cache.extend(layer, k, v)
-            if is_causal and t > 1:  # the t new queries are the last t positions
-                n = k.shape[2]
-                attn_mask = torch.ones(t, n, dtype=torch.bool, device=x.device).tril(n - t)
+            k, v, attn_mask = cache.extend(layer, k, v, is_causal)
             is_causal = False
         y = attention(q, k, v, attn_mask, self.dropout if self.training else 0.0, is_causal)
         return self.out(y.transpose(1, 2).reshape(b, t, d))
@@ -111,7 +169,7 @@ class Block(nn.Module):
         x: torch.Tensor,
         attn_mask: torch.Tensor | None,
         is_causal: bool = False,
-        cache: KVCache | None = None,
+        cache: KVCache | StaticKVCache | None = None,
         layer: int = 0,
     ) -> torch.Tensor:
         x = x + self.attn(self.ln1(x), attn_mask, is_causal, cache, layer)
@@ -121,7 +179,8 @@ class Block(nn.Module):
 class Transformer(nn.Module):
     """Pre-LayerNorm encoder. attn_mask `(B, 1, 1, T)` bool, True = attend; or `is_causal`.
 
-    With a `KVCache`, x holds only the new positions and attends to every cached one as well.
+    With a `KVCache` (or `StaticKVCache`), x holds only the new positions and attends to every cached one
+    as well.
     """
 
     def __init__(self, d_model: int, n_layers: int, n_heads: int, dropout: float = 0.0, qk_norm: bool = True):
@@ -134,10 +193,12 @@ class Transformer(nn.Module):
         x: torch.Tensor,
         attn_mask: torch.Tensor | None = None,
         is_causal: bool = False,
-        cache: KVCache | None = None,
+        cache: KVCache | StaticKVCache | None = None,
     ) -> torch.Tensor:
         for i, block in enumerate(self.blocks):
             x = block(x, attn_mask, is_causal, cache, i)
+        if cache is not None:
+            cache.advance(x.shape[1])
         return self.ln(x)
 
 

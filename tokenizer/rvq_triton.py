@@ -9,9 +9,9 @@ among the TF32 top two, and the float32 rescoring picks it. The residual of leve
 the input and the codes of levels < l (the codebooks stay in L2), in the same order as
 `ResidualVQ.encode`, so no residual is ever written to memory.
 
-`rvq_encode(x, codebooks)` is the entry point; `ResidualVQ.encode` calls it for CUDA inputs when Triton
-is installed, and keeps its PyTorch path everywhere else. Set TRITON_INTERPRET=1 to run the kernel on
-the CPU (slowly), as the tests do.
+`rvq_encode(x, codebooks)` is the entry point. `ResidualVQ.encode` does not call it yet: it will, for CUDA
+inputs, once its codes are checked on real latents on the GPU (benchmarks/rvq_real_latents.py). Set TRITON_INTERPRET=1 before anything imports
+triton (transformers does) to run the kernel on the CPU (slowly), as the tests do.
 """
 
 from __future__ import annotations
