@@ -9,9 +9,10 @@ among the TF32 top two, and the float32 rescoring picks it. The residual of leve
 the input and the codes of levels < l (the codebooks stay in L2), in the same order as
 `ResidualVQ.encode`, so no residual is ever written to memory.
 
-`rvq_encode(x, codebooks)` is the entry point. `ResidualVQ.encode` does not call it yet: it will, for CUDA
-inputs, once its codes are checked on real latents on the GPU (benchmarks/rvq_real_latents.py). Set TRITON_INTERPRET=1 before anything imports
-triton (transformers does) to run the kernel on the CPU (slowly), as the tests do.
+`rvq_encode(x, codebooks)` is the entry point. `ResidualVQ.encode` does not call it yet: it will, for
+CUDA inputs, once its codes are checked on real latents on the GPU (benchmarks/rvq_real_latents.py).
+Set TRITON_INTERPRET=1 before anything imports triton (transformers does) to run the kernel on the CPU
+(slowly), as the tests do.
 """
 
 from __future__ import annotations
@@ -128,13 +129,14 @@ def rvq_encode(
     x: torch.Tensor,
     codebooks: torch.Tensor,
     block_n: int = 64,
-    block_k: int = 128,
+    block_k: int = 256,
     block_d: int = 32,
     precision: str = "tf32",
-    num_warps: int = 4,
+    num_warps: int = 8,
     num_stages: int = 2,
 ) -> torch.Tensor:
     """Codes `(n, levels)` int64 of x `(n, dim)` under codebooks `(levels, K, dim)`, float32 throughout.
+    The default tiles are the fastest of benchmarks/rvq_fused_sweep.py on an H200 (docs/BENCHMARKS.md).
 
     K must be a multiple of `block_k` and dim of `block_d` (both powers of two, at least 16)."""
     if x.dim() != 2 or codebooks.dim() != 3 or x.shape[1] != codebooks.shape[2]:
