@@ -113,6 +113,26 @@ def measure(name: str, device, throughput_batch: int) -> dict:
     return row
 
 
+def timed_tail(step, history: torch.Tensor, steps: list, full: torch.Tensor, prefix: str = "") -> dict:
+    """Feed history's samples after the first 4 s through `step(chunk) -> new frames`, 20 at a time, timing
+    each step with CUDA events; `steps` holds the frames streamed before. Median and p90 step times and
+    the largest difference of the whole stream from full-window inference."""
+    times = []
+    for i in range(8000, history.shape[2], 20):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        steps.append(step(history[:, :, i : i + 20]))
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    step_ms = sorted(times[5:])  # the first steps warm up
+    return {
+        f"{prefix}step_ms_median": step_ms[len(step_ms) // 2],
+        f"{prefix}step_ms_p90": step_ms[int(0.9 * len(step_ms))],
+        f"{prefix}max_abs_diff_vs_full_window": float((torch.cat(steps, dim=1) - full).abs().max()),
+    }
+
+
 def streaming(device) -> dict:
     """Per-step latency of the causal TINY fed 20 samples at a time, after 4 s of history."""
     model = EmgCTCModel(EmgCTCConfig.named("tiny", causal=True)).to(device).eval()
@@ -121,24 +141,8 @@ def streaming(device) -> dict:
         full = model(history).log_probs
         state = model.start_stream(1)
         steps = [model.stream(state, history[:, :, i : i + 20]) for i in range(0, 8000, 20)]
-        tail = history[:, :, 8000:]
-        times = []
-        for i in range(0, tail.shape[2], 20):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            steps.append(model.stream(state, tail[:, :, i : i + 20]))
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end))
-        streamed = torch.cat(steps, dim=1)
-    step_ms = sorted(times[5:])  # the first steps warm up
-    row = {
-        "model": "TINY causal, streaming",
-        "step_ms_median": step_ms[len(step_ms) // 2],
-        "step_ms_p90": step_ms[int(0.9 * len(step_ms))],
-        "context_frames": streamed.shape[1],
-        "max_abs_diff_vs_full_window": float((streamed - full).abs().max()),
-    }
+        row = {"model": "TINY causal, streaming", "context_frames": full.shape[1]}
+        row.update(timed_tail(lambda chunk: model.stream(state, chunk), history, steps, full))
     try:
         row.update(streaming_graph(model, history, full))
     except RuntimeError as error:  # recorded, not fatal: the eager figures still stand
@@ -148,7 +152,8 @@ def streaming(device) -> dict:
 
 def streaming_graph(model: EmgCTCModel, history: torch.Tensor, full: torch.Tensor) -> dict:
     """The same stream with a preallocated KV cache: after 4 s of eager steps (fixed shapes from then
-    on), one step is captured in a CUDA graph and replayed for the remaining 10 ms chunks."""
+    on), one step is captured in a CUDA graph and replayed for the remaining 10 ms chunks (the copy of
+    each new chunk into the graph's input is timed with it)."""
     with torch.inference_mode():
         state = model.start_stream(1, max_frames=full.shape[1] + 64)
         steps = [model.stream(state, history[:, :, i : i + 20]) for i in range(0, 8000, 20)]
@@ -156,23 +161,13 @@ def streaming_graph(model: EmgCTCModel, history: torch.Tensor, full: torch.Tenso
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):  # recorded, not run: the state moves only on replay
             out = model.stream(state, chunk)
-        times = []
-        for i in range(8000, history.shape[2], 20):
-            chunk.copy_(history[:, :, i : i + 20])
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
+
+        def replay(new: torch.Tensor) -> torch.Tensor:
+            chunk.copy_(new)
             graph.replay()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end))
-            steps.append(out.clone())
-        streamed = torch.cat(steps, dim=1)
-    step_ms = sorted(times[5:])
-    return {
-        "graph_step_ms_median": step_ms[len(step_ms) // 2],
-        "graph_step_ms_p90": step_ms[int(0.9 * len(step_ms))],
-        "graph_max_abs_diff_vs_full_window": float((streamed - full).abs().max()),
-    }
+            return out.clone()
+
+        return timed_tail(replay, history, steps, full, prefix="graph_")
 
 
 def main() -> None:

@@ -13,10 +13,9 @@ import argparse
 import json
 
 import torch
-from rvq_speed import TF32_PEAK, exact_agreement
+from rvq_speed import TF32_PEAK, exact_agreement, random_rvq
 from timing import time_call, write_results
 
-from tokenizer.rvq import ResidualVQ
 from tokenizer.rvq_triton import rvq_encode
 
 CONFIGS = [  # (block_n, block_k, block_d, num_warps, num_stages)
@@ -40,11 +39,8 @@ def main() -> None:
     torch.backends.cuda.matmul.allow_tf32 = False  # the PyTorch path in float32
     torch.manual_seed(0)
     n, levels, k, dim = 262_144, 2, 1024, 256
-    rvq = ResidualVQ(dim, k, levels, kmeans_iters=0).to(device)
     x = torch.randn(n, dim, device=device)
-    rvq.train()
-    rvq(x[: 4 * k])
-    rvq.eval()
+    rvq = random_rvq(levels, k, dim, x, device).eval()
     check = x[:16384]
     seconds = time_call(lambda: rvq.encode(x), device)
     rows = [

@@ -35,10 +35,16 @@ def exact_agreement(rvq: ResidualVQ, x: torch.Tensor, codes: torch.Tensor | None
     return float((codes == exact_codes(x, rvq.codebooks).to(codes.device)).float().mean())
 
 
-def bench_ours(levels: int, k: int, dim: int, x: torch.Tensor, device) -> dict:
+def random_rvq(levels: int, k: int, dim: int, x: torch.Tensor, device) -> ResidualVQ:
+    """A ResidualVQ whose codebooks are random rows of x (k-means with 0 iterations), in training mode."""
     rvq = ResidualVQ(dim, k, levels, kmeans_iters=0).to(device)
     rvq.train()
-    rvq(x[: k * 4])  # initialise (k-means with 0 iterations: random rows)
+    rvq(x[: k * 4])
+    return rvq
+
+
+def bench_ours(levels: int, k: int, dim: int, x: torch.Tensor, device) -> dict:
+    rvq = random_rvq(levels, k, dim, x, device)
     encode = time_call(lambda: rvq.encode(x), device)
 
     def step():

@@ -22,25 +22,20 @@ import torch
 
 from data_prep.corpus import load_corpora
 from tokenizer.baseline import dct_bits, dct_codec, dct_settings
-from tokenizer.evaluate import reconstruct
-from tokenizer.metrics import codebook_stats, reconstruction_metrics
+from tokenizer.evaluate import reconstruct, row_metrics
+from tokenizer.metrics import codebook_stats
 from tokenizer.model import BiotokTokenizer
-
-
-def metrics_of_rows(target: np.ndarray, estimate: np.ndarray) -> dict[str, float]:
-    """target/estimate `(n_rows, T)` of real channels only."""
-    return reconstruction_metrics(torch.from_numpy(target)[None], torch.from_numpy(estimate)[None])
 
 
 def dct_row(target: np.ndarray, patch_len: int, budget: float) -> dict:
     patches = target.reshape(target.shape[0], -1, patch_len)
     # a budget below one coefficient codes nothing: the decoder outputs zeros
     zeros = np.zeros_like(target)
-    best = {**metrics_of_rows(target, zeros), "n_kept": 0, "value_bits": 0, "estimate": zeros}
+    best = {**row_metrics(target, zeros), "n_kept": 0, "value_bits": 0, "estimate": zeros}
     best["bits_per_patch"] = 0
     for n_kept, value_bits in dct_settings(patch_len, budget):
         estimate = dct_codec(patches, n_kept, value_bits).reshape(target.shape)
-        m = metrics_of_rows(target, estimate)
+        m = row_metrics(target, estimate)
         if m["snr_db"] > best["snr_db"]:
             best = {**m, "n_kept": n_kept, "value_bits": value_bits, "estimate": estimate}
             best["bits_per_patch"] = dct_bits(patch_len, n_kept, value_bits)
@@ -141,7 +136,7 @@ def main() -> None:
         for n in levels:
             bits = cfg.bits_per_channel_second(preset.name, n)
             budget = bits * preset.patch_len / preset.sfreq  # bits per patch
-            tok = metrics_of_rows(result["target"], result["estimate"][n])
+            tok = row_metrics(result["target"], result["estimate"][n])
             dct = dct_row(result["target"], preset.patch_len, budget)
             table.append(
                 {

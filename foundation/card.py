@@ -19,13 +19,11 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from data_prep.atomic import atomic_path, write_json
 from data_prep.corpus import Corpus, load_corpora
 from data_prep.errors import BiosignalError
-from tokenizer.evaluate import reconstruct
-from tokenizer.metrics import codebook_stats, reconstruction_metrics
+from tokenizer.evaluate import reconstruct, row_metrics
+from tokenizer.metrics import codebook_stats
 from tokenizer.model import BiotokTokenizer
 
 from .model import BiotokFoundation
@@ -70,9 +68,7 @@ def tokenizer_metrics(
             continue
         levels = model.config.n_levels
         rows = reconstruct(model, held, [levels], batch_size, model.device)
-        quality = reconstruction_metrics(
-            torch.from_numpy(rows["target"])[None], torch.from_numpy(rows["estimate"][levels])[None]
-        )
+        quality = row_metrics(rows["target"], rows["estimate"][levels])
         usage = codebook_stats(rows["counts"])
         result[name] = {
             "modality": corpus.preset.modality,

@@ -7,7 +7,13 @@ import torch
 
 from data_prep.mixing import collate_windows
 
+from .metrics import reconstruction_metrics
 from .model import BiotokTokenizer
+
+
+def row_metrics(target: np.ndarray, estimate: np.ndarray) -> dict[str, float]:
+    """SNR / NMSE / Pearson correlation of rows `(n, T)` (real channel-windows only)."""
+    return reconstruction_metrics(torch.from_numpy(target)[None], torch.from_numpy(estimate)[None])
 
 
 @torch.no_grad()
