@@ -41,6 +41,7 @@ run "rvq on real latents" python benchmarks/rvq_real_latents.py \
 run "pretraining speed" python benchmarks/pretrain_speed.py --sizes small,base --compile \
     --out "$work/results/pretrain_speed.json"
 run "emg2qwerty speed" python benchmarks/emg2qwerty_speed.py --out "$work/results/emg2qwerty_speed.json"
+run "foundation-backed step" python benchmarks/foundation_backed_step.py --levels 2
 run "tokenizer encode speed" python benchmarks/tokenizer_speed.py --model pretrained_models/tokenizer-small \
     --corpus "$work/corpora/eegbci" --sizes "" --batch 256 --out "$work/results/tokenizer_speed.json"
 tar -czf "$out/results.tar.gz" -C "$work" results
