@@ -27,7 +27,13 @@ import torch
 from data_prep.config import run_command
 from data_prep.errors import ConfigError
 from foundation.tracking import JSONLinesTracker
-from tokenizer.checkpoint import latest_checkpoint, load_checkpoint, save_run_checkpoint, weight_decay_groups
+from tokenizer.checkpoint import (
+    end_training,
+    latest_checkpoint,
+    load_checkpoint,
+    save_run_checkpoint,
+    weight_decay_groups,
+)
 from tokenizer.train import lr_lambda
 
 from .cer import EditCounts, edit_counts
@@ -295,7 +301,8 @@ def finetune(args: CTCTrainArgs) -> dict:
             f"{infeasible_total} training windows had more keys than CTC frames allow; their loss was zeroed",
             stacklevel=2,
         )
-    accelerator.end_training()
+    del model  # the DDP wrapper, before the process group ends (see end_training)
+    end_training(accelerator)
     results = {
         "args": asdict(args),
         "split": {"user": spec.user},

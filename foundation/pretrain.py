@@ -18,7 +18,13 @@ import torch
 from data_prep.config import run_command
 from data_prep.errors import ConfigError
 from data_prep.mixing import MixedCorpus, collate_windows
-from tokenizer.checkpoint import latest_checkpoint, load_checkpoint, save_run_checkpoint, weight_decay_groups
+from tokenizer.checkpoint import (
+    end_training,
+    latest_checkpoint,
+    load_checkpoint,
+    save_run_checkpoint,
+    weight_decay_groups,
+)
 from tokenizer.train import lr_lambda
 
 from .config import SIZES, FoundationConfig
@@ -341,8 +347,8 @@ def pretrain(args: PretrainArgs) -> Path:
                 accelerator, out / "checkpoints", raw_model, optimizer, scheduler, done, sampler
             )
     bar.close()
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
+    del model  # the DDP wrapper, before the process group ends (see end_training)
+    end_training(accelerator)
     if accelerator.is_main_process and last == args.steps:
         raw_model.save_pretrained(str(out / "final"))
     return out / "final"

@@ -20,7 +20,13 @@ from data_prep.corpus import Corpus, load_corpora
 from data_prep.errors import ConfigError
 from data_prep.mixing import MixedCorpus
 
-from .checkpoint import latest_checkpoint, load_checkpoint, save_run_checkpoint, weight_decay_groups
+from .checkpoint import (
+    end_training,
+    latest_checkpoint,
+    load_checkpoint,
+    save_run_checkpoint,
+    weight_decay_groups,
+)
 from .config import TokenizerConfig
 from .metrics import codebook_stats, reconstruction_metrics
 from .model import BiotokTokenizer
@@ -231,7 +237,8 @@ def train(args: TokenizerTrainArgs) -> Path:
                 accelerator, out / "checkpoints", raw_model, optimizer, scheduler, done, sampler
             )
     bar.close()
-    accelerator.wait_for_everyone()
+    del model  # the DDP wrapper, before the process group ends (see end_training)
+    end_training(accelerator)
     if accelerator.is_main_process and last == args.steps:
         raw_model.save_pretrained(str(out / "final"))
     return out / "final"
