@@ -247,9 +247,11 @@ def vocabulary_ids(
     for b, names in enumerate(ch_names):
         unknown = [n for n in names if f"{kind}:{n}" not in index]
         if unknown:
+            known = [v.split(":", 1)[1] for v in vocab if v.startswith(f"{kind}:")]
             raise ValueError(
-                f"channels {unknown} of modality {kind!r} are not in this model's vocabulary "
-                f"({len(vocab)} channels, e.g. {vocab[:5]})"
+                f"channels {unknown[:8]}{' ...' if len(unknown) > 8 else ''} of modality {kind!r} are not "
+                f"in this model's vocabulary ({len(known)} {kind} channels, e.g. {known[:6]}); pass the "
+                "names as preprocessing maps them (`preprocess(...).ch_names`, `Encoding.ch_names`)"
             )
         ids[b, : len(names)] = torch.tensor([index[f"{kind}:{n}"] for n in names])
     return ids
