@@ -3,6 +3,8 @@
 biotok run --out biotok_out                  # the embedded synthetic data, CPU, a few minutes
 biotok run --out runs/real --sources shared_real --data ../shared/data/real --task eegbci_eyes \
     --tokenizer_steps 3000 --pretrain_steps 3000 --size small --mixed_precision bf16   # real data, GPU
+biotok run --tokenizer pretrained_models/tokenizer-small \
+    --foundation pretrained_models/foundation-small   # the shipped models, measured, not trained
 
 prepare (synthetic EEG, emg2qwerty-format EMG, ECG) -> train the tokenizer -> tokenize -> pretrain the
 foundation model -> fine-tune (EEG classification, emg2qwerty CTC) -> summary. Every stage writes
@@ -36,6 +38,18 @@ class RunArgs:
     task: str = field(default="synthetic_mi", metadata={"help": "classification task (name or file)"})
     emg2qwerty: str = field(
         default="", metadata={"help": "emg2qwerty data folder ('' = the synthetic sessions; 'none' skips)"}
+    )
+    tokenizer: str = field(
+        default="",
+        metadata={
+            "help": "a trained tokenizer folder to use instead of training one (pretrained_models/tokenizer-small)"
+        },
+    )
+    foundation: str = field(
+        default="",
+        metadata={
+            "help": "a pretrained foundation folder to use instead of pretraining (needs its --tokenizer)"
+        },
     )
     size: str = "tiny"
     tokenizer_steps: int = 320
@@ -78,6 +92,7 @@ def run(args: RunArgs) -> dict:
 
     out = Path(args.out)
     data = Path(args.data) if args.data else out / "data"
+    _check_given_models(args)
     timings: dict[str, float] = {}
     with _stage("1/6 prepare corpora", timings):
         prepare(
@@ -87,33 +102,47 @@ def run(args: RunArgs) -> dict:
             )
         )  # fmt: skip
     corpora = sorted(str(p) for p in (out / "corpora").iterdir() if (p / "corpus.json").exists())
-    with _stage("2/6 train the tokenizer", timings):
-        tokenizer = out / "tokenizer" / "final"
-        if not (tokenizer / "model.safetensors").exists():
-            train(
-                TokenizerTrainArgs(
-                    corpora=corpora, size=args.size, out=str(out / "tokenizer"), steps=args.tokenizer_steps,
-                    batch_size=args.batch_size, eval_every=args.tokenizer_steps, save_every=args.tokenizer_steps,
-                    mixed_precision=args.mixed_precision, progress=args.progress,
-                )
-            )  # fmt: skip
+    tokenizer_eval = None
+    if args.tokenizer:
+        with _stage("2/6 evaluate the given tokenizer", timings):
+            tokenizer = Path(args.tokenizer)
+            tokenizer_eval = _given_tokenizer_eval(tokenizer, corpora)
+    else:
+        with _stage("2/6 train the tokenizer", timings):
+            tokenizer = out / "tokenizer" / "final"
+            if not (tokenizer / "model.safetensors").exists():
+                train(
+                    TokenizerTrainArgs(
+                        corpora=corpora, size=args.size, out=str(out / "tokenizer"), steps=args.tokenizer_steps,
+                        batch_size=args.batch_size, eval_every=args.tokenizer_steps, save_every=args.tokenizer_steps,
+                        mixed_precision=args.mixed_precision, progress=args.progress,
+                    )
+                )  # fmt: skip
+            tokenizer_eval = _last_eval(out / "tokenizer" / "log.jsonl", '"eval"').get("eval", {})
     with _stage("3/6 tokenize", timings):
         tokenize(
             TokenizeArgs(
                 tokenizer=str(tokenizer), corpora=corpora, out=str(out / "tokens"), progress=args.progress
             )
         )
-    with _stage("4/6 pretrain the foundation model", timings):
-        foundation = out / "foundation" / "final"
-        if not (foundation / "model.safetensors").exists():
-            pretrain(
-                PretrainArgs(
-                    tokens=sorted(str(p) for p in (out / "tokens").iterdir() if p.is_dir()), size=args.size,
-                    out=str(out / "foundation"), steps=args.pretrain_steps, batch_size=args.batch_size,
-                    eval_every=args.pretrain_steps, save_every=args.pretrain_steps,
-                    mixed_precision=args.mixed_precision, progress=args.progress,
-                )
-            )  # fmt: skip
+    tokens = sorted(str(p) for p in (out / "tokens").iterdir() if p.is_dir())
+    if args.foundation:
+        with _stage("4/6 evaluate the given foundation model", timings):
+            foundation = Path(args.foundation)
+            foundation_eval = _given_foundation_eval(foundation, tokens)
+    else:
+        with _stage("4/6 pretrain the foundation model", timings):
+            foundation = out / "foundation" / "final"
+            if not (foundation / "model.safetensors").exists():
+                pretrain(
+                    PretrainArgs(
+                        tokens=tokens, size=args.size,
+                        out=str(out / "foundation"), steps=args.pretrain_steps, batch_size=args.batch_size,
+                        eval_every=args.pretrain_steps, save_every=args.pretrain_steps,
+                        mixed_precision=args.mixed_precision, progress=args.progress,
+                    )
+                )  # fmt: skip
+            foundation_eval = _last_eval(out / "foundation" / "eval.jsonl", "masked_loss").get("all", {})
     with _stage("5/6 fine-tune: EEG classification", timings):
         classified = classify(
             ClassifyArgs(
@@ -139,14 +168,65 @@ def run(args: RunArgs) -> dict:
                     )
                 )
             )  # fmt: skip
-    summary = _summary(out, classified, ctc, timings)
+    summary = _summary(tokenizer_eval, foundation_eval, classified, ctc, timings)
     _report(out, summary)
     return summary
 
 
-def _summary(out: Path, classified: dict, ctc: dict | None, timings: dict) -> dict:
-    tokenizer_eval = _last_eval(out / "tokenizer" / "log.jsonl", '"eval"').get("eval", {})
-    foundation_eval = _last_eval(out / "foundation" / "eval.jsonl", "masked_loss").get("all", {})
+def _check_given_models(args: RunArgs) -> None:
+    """A given foundation model must come with the tokenizer whose codes it was pretrained on."""
+    from data_prep.errors import ConfigError
+    from foundation.config import FoundationConfig
+    from tokenizer.config import TokenizerConfig
+
+    for name in ("tokenizer", "foundation"):
+        folder = getattr(args, name)
+        if folder and not (Path(folder) / "config.json").exists():
+            raise ConfigError(name, f"no config.json in {folder!r}: expected a saved model folder")
+    if not args.foundation:
+        return
+    if not args.tokenizer:
+        raise ConfigError(
+            "foundation", "a pretrained foundation model reads one tokenizer's codes: pass it as --tokenizer"
+        )
+    expected = FoundationConfig.from_json_file(str(Path(args.foundation) / "config.json")).tokenizer_hash
+    given = TokenizerConfig.from_json_file(str(Path(args.tokenizer) / "config.json")).config_hash()
+    if expected != given:
+        raise ConfigError(
+            "tokenizer",
+            f"{args.foundation} was pretrained on codes of tokenizer {expected}, but {args.tokenizer} is {given}",
+        )
+
+
+def _given_tokenizer_eval(folder: Path, corpora: list[str]) -> dict:
+    """The training log's eval record, measured for a tokenizer trained elsewhere: reconstruction of
+    every held-out window (the subjects its own run held out) and codebook use."""
+    from data_prep.corpus import Corpus
+    from foundation.card import holdout_fraction, tokenizer_metrics
+    from tokenizer.model import BiotokTokenizer
+
+    model = BiotokTokenizer.from_pretrained(str(folder)).eval()
+    holdout = holdout_fraction(folder, default=0.25)
+    metrics = tokenizer_metrics(model, {Path(c).name: Corpus(c) for c in corpora}, holdout)
+    if not metrics:
+        return {}
+    return {**metrics, "codebook_used": sum(m["codebook_used"] for m in metrics.values()) / len(metrics)}
+
+
+def _given_foundation_eval(folder: Path, tokens: list[str]) -> dict:
+    """Masked-token accuracy of a given foundation model on every held-out window, beside the unigram."""
+    from foundation.card import foundation_metrics, holdout_fraction
+    from foundation.model import BiotokFoundation
+    from foundation.tokens import load_token_corpora
+
+    model = BiotokFoundation.from_pretrained(str(folder)).eval()
+    corpora = load_token_corpora(tokens, expect_hash=model.config.tokenizer_hash)
+    return foundation_metrics(model, corpora, holdout_fraction(folder, default=0.25)).get("all", {})
+
+
+def _summary(
+    tokenizer_eval: dict, foundation_eval: dict, classified: dict, ctc: dict | None, timings: dict
+) -> dict:
     rows = [
         (f"reconstruction SNR / PCC, held-out {name}", f"{m['snr_db']:.1f} dB / {m['pcc']:.2f}")
         for name, m in tokenizer_eval.items()

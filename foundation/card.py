@@ -34,12 +34,15 @@ START, END = "<!-- card-metrics:start -->", "<!-- card-metrics:end -->"
 METRICS_FILE = "card_metrics.json"
 
 
-def holdout_fraction(folder: str | Path) -> float:
-    """The held-out fraction of the run that trained the model in `folder` (its saved run arguments)."""
-    for name in ("train_args.json", "pretrain_args.json"):
-        path = Path(folder) / name
-        if path.exists():
-            return float(json.loads(path.read_text())["holdout_fraction"])
+def holdout_fraction(folder: str | Path, default: float | None = None) -> float:
+    """The held-out fraction of the run that trained the model in `folder` (its saved run arguments,
+    beside the model or in the run folder above it); `default` when none are saved, else an error."""
+    for where in (Path(folder), Path(folder).parent):
+        for name in ("train_args.json", "pretrain_args.json"):
+            if (where / name).exists():
+                return float(json.loads((where / name).read_text())["holdout_fraction"])
+    if default is not None:
+        return default
     raise BiosignalError(folder, "train_args.json", "no run arguments saved beside the model")
 
 
