@@ -70,13 +70,15 @@ def test_sigkill_at_a_random_step_resumes_the_same_loss_curve(myo_tokens, tmp_pa
         time.sleep(0.05)
     assert process.wait() == -signal.SIGKILL, f"the run ended before step {kill_after}"
     assert not (killed / "final").exists()
+    last_logged = max(_losses(killed))  # the run may have gone a step or two past kill_after
     subprocess.run(_command(myo_tokens, killed), check=True, env=env, cwd=ROOT, capture_output=True)
 
     reference, resumed = _losses(straight), _losses(killed)
     assert sorted(resumed) == sorted(reference) == list(range(1, 31))
     for step, values in resumed.items():
         assert values == pytest.approx([reference[step][0]] * len(values), abs=0, rel=0), (kill_after, step)
-    assert any(len(v) == 2 for v in resumed.values()) or kill_after % 4 == 0  # some steps really re-ran
+    # steps after the last checkpoint really re-ran, unless the kill came right after one was written
+    assert any(len(v) == 2 for v in resumed.values()) or last_logged % 4 == 0, (kill_after, last_logged)
 
 
 def test_a_truncated_checkpoint_is_refused(myo_tokens, tmp_path):
