@@ -221,14 +221,11 @@ class SEMGTransformer(nn.Module):
 
     def _encode(self, x: torch.Tensor, cache: KVCache | StaticKVCache | None = None):
         x = self.dropout(x)
-        commit, codes = x.new_zeros(()), None
-        for i, block in enumerate(self.encoder.blocks):
-            x = block(x, None, True, cache, i)
-            if i == 0 and self.bottleneck is not None:
-                x, commit, codes = self.bottleneck(x)
-        if cache is not None:
-            cache.advance(x.shape[1])
-        return self.encoder.ln(x), commit, codes
+        if self.bottleneck is None:
+            return self.encoder(x, is_causal=True, cache=cache), x.new_zeros(()), None
+        # emg-tokenizer's bottleneck sits after the first block
+        x, commit, codes = self.bottleneck(self.encoder.blocks[0](x, None, True, cache, 0))
+        return self.encoder(x, is_causal=True, cache=cache, first=1), commit, codes
 
     def _frames(self, emg: torch.Tensor) -> torch.Tensor:
         features = self.featurizer(emg).transpose(1, 2)

@@ -194,8 +194,10 @@ class Transformer(nn.Module):
         attn_mask: torch.Tensor | None = None,
         is_causal: bool = False,
         cache: KVCache | StaticKVCache | None = None,
+        first: int = 0,
     ) -> torch.Tensor:
-        for i, block in enumerate(self.blocks):
+        """`first` > 0: start at that block, the caller having run the ones before it on x."""
+        for i, block in enumerate(self.blocks[first:], start=first):
             x = block(x, attn_mask, is_causal, cache, i)
         if cache is not None:
             cache.advance(x.shape[1])
