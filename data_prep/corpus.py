@@ -357,10 +357,28 @@ class Corpus:
         n_out = int(round(holdout_fraction * len(unique))) if len(unique) > 1 else 0
         if len(unique) > 1 and holdout_fraction > 0:
             n_out = max(1, n_out)
-        held = set(unique[:n_out])
+        return self.split_subjects(set(unique[:n_out]))
+
+    def split_subjects(self, held: set[str]) -> tuple[Corpus, Corpus]:
+        """(train, held-out) views for a given set of held-out subjects; unknown names are an error."""
+        subjects = self.column("subject")
+        missing = set(held) - set(subjects)
+        if missing:
+            raise ConfigError(
+                f"holdout_subjects.{self.name}",
+                f"subjects {sorted(missing)} are not in this corpus (it has {sorted(set(subjects))})",
+            )
         train = [i for i, s in enumerate(subjects) if s not in held]
         test = [i for i, s in enumerate(subjects) if s in held]
         return self.select(train), self.select(test)
+
+    def split(
+        self, holdout_fraction: float, holdout_subjects: dict[str, list[str]] | None = None
+    ) -> tuple[Corpus, Corpus]:
+        """The subjects `holdout_subjects[self.name]` held out where given, else the hash split."""
+        if holdout_subjects and self.name in holdout_subjects:
+            return self.split_subjects(set(holdout_subjects[self.name]))
+        return self.split_by_subject(holdout_fraction)
 
     def __len__(self) -> int:
         return len(self.dataset)

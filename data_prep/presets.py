@@ -128,10 +128,54 @@ def _montage_positions() -> dict[str, np.ndarray]:
     return {n: np.asarray(p, dtype=np.float32) for n, p in montage.get_positions()["ch_pos"].items()}
 
 
+# the old 10-20 names of four temporal/parietal sites and their 10-10 names
+OLD_1020_NAMES = {"t3": "T7", "t4": "T8", "t5": "P7", "t6": "P8"}
+# reference suffixes of clinical montages ("EEG FP1-REF", "Fp1-LE", "C3-A1"); a bipolar pair such as
+# "FP1-F7" is a derivation, not a channel, and stays unknown
+REFERENCE_SUFFIXES = ("ref", "le", "re", "ar", "avg", "a1", "a2", "m1", "m2", "a1a2", "m1m2", "linked")
+
+
+def standardize_eeg_name(name: str) -> str:
+    """One EEG name in the 10-05 spelling, or stripped of decorations if the system has no such site.
+
+    Handles case ('FP1'), BCI2000 dots ('Fc5.'), an 'EEG ' prefix ('EEG Fp1'), reference suffixes
+    ('-REF', '-LE', '-A1', ...) and the old 10-20 names T3/T4/T5/T6 (-> T7/T8/P7/P8)."""
+    bare = name.strip().rstrip(".").strip()
+    if bare.lower().startswith("eeg") and len(bare) > 3 and bare[3] in " -_:":
+        bare = bare[4:].strip()
+    if "-" in bare:
+        site, suffix = bare.rsplit("-", 1)
+        if suffix.strip().lower() in REFERENCE_SUFFIXES:
+            bare = site.strip()
+    bare = bare.rstrip(".")
+    by_lower = _names_by_lower()
+    lower = bare.lower()
+    return OLD_1020_NAMES.get(lower) or by_lower.get(lower, bare)
+
+
+@functools.lru_cache(maxsize=1)
+def _names_by_lower() -> dict[str, str]:
+    return {n.lower(): n for n in _montage_positions()}
+
+
 def standardize_eeg_names(ch_names: list[str]) -> list[str]:
-    """Map EEG names to the 10-05 spelling ('Fc5.' -> 'FC5', 'Fpz.' -> 'Fpz'); unknown names stay as they are."""
-    by_lower = {n.lower(): n for n in _montage_positions()}
-    return [by_lower.get(n.strip().rstrip(".").lower(), n.strip().rstrip(".")) for n in ch_names]
+    """Map EEG names to the 10-05 spelling ('Fc5.' -> 'FC5', 'EEG T3-REF' -> 'T7'); names the system
+    does not know stay as they are, stripped. Two inputs that map to one site are an error."""
+    names = [standardize_eeg_name(n) for n in ch_names]
+    seen: dict[str, str] = {}
+    for raw, name in zip(ch_names, names):
+        if name in seen:
+            raise BiosignalError(
+                None, "ch_names", f"channels {seen[name]!r} and {raw!r} both name the EEG site {name!r}"
+            )
+        seen[name] = raw
+    return names
+
+
+def eeg_site_names() -> list[str]:
+    """Every site of the 10-05 system (MNE's standard_1005), in the spelling `standardize_eeg_names`
+    gives; the old 10-20 aliases T3-T6 are left out, as names map them to T7/T8/P7/P8."""
+    return [n for n in _montage_positions() if n.lower() not in OLD_1020_NAMES]
 
 
 def eeg_positions(ch_names: list[str]) -> np.ndarray:
