@@ -45,12 +45,18 @@ def measure(model: BiotokTokenizer, patches: torch.Tensor, ch_names: list[str], 
         fp32 = model.encode_patches(patches, ids, "eeg")
         result["fp32_s"] = time_call(lambda: model.encode_patches(patches, ids, "eeg"), device)
         with torch.autocast(device.type, torch.bfloat16):
-            bf16 = model.encode_patches(patches, ids, "eeg")
-            result["bf16_s"] = time_call(lambda: model.encode_patches(patches, ids, "eeg"), device)
+            # encode keeps its code path in float32 under autocast unless allow_bf16=True
+            default = model.encode_patches(patches, ids, "eeg")
+            bf16 = model.encode_patches(patches, ids, "eeg", allow_bf16=True)
+            result["bf16_s"] = time_call(
+                lambda: model.encode_patches(patches, ids, "eeg", allow_bf16=True), device
+            )
     result["fp32_x_realtime"] = seconds_of_signal / result["fp32_s"]
     result["bf16_x_realtime"] = seconds_of_signal / result["bf16_s"]
+    result["default_under_autocast_codes_equal_fp32"] = float((default == fp32).float().mean())
     result["bf16_codes_equal_fp32"] = float((bf16 == fp32).float().mean())
     result["bf16_first_level_equal_fp32"] = float((bf16[..., 0] == fp32[..., 0]).float().mean())
+    result["bf16_codes_equal_fp32_per_level"] = (bf16 == fp32).float().mean(dim=(0, 1, 2, 3)).tolist()
     return result
 
 

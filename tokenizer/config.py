@@ -17,9 +17,15 @@ DEFAULT_KERNELS = {
     "ecg": [[11, 5], [7, 5], [5, 3], [3, 3]],
 }
 
+# What new models use (issue 16): an amplitude-preserving linear patch embedding, a waveform objective
+# and channel positions. The __init__ defaults stay the first design's, so configs saved before load as
+# they were trained.
+FIDELITY = dict(patch_embed="linear", objective="waveform", position_embed=True)
+
 SIZES = {
     # tests and CPU demos
     "tiny": dict(
+        **FIDELITY,
         d_model=32,
         n_layers=2,
         n_heads=2,
@@ -30,6 +36,7 @@ SIZES = {
         branch_channels=8,
     ),
     "small": dict(
+        **FIDELITY,
         d_model=128,
         n_layers=4,
         n_heads=4,
@@ -41,6 +48,7 @@ SIZES = {
     ),
     # NeuroRVQ's sizes
     "base": dict(
+        **FIDELITY,
         d_model=200,
         n_layers=12,
         n_heads=10,
@@ -51,6 +59,16 @@ SIZES = {
         branch_channels=32,
     ),
 }
+
+
+# "conv": NeuroRVQ's two-conv branches with GroupNorm (normalise each patch's scale away);
+# "linear": one linear map of the patch's samples per scale; "conv+linear": both, the conv without norms
+PATCH_EMBEDS = ("conv", "linear", "conv+linear")
+# "spectral": log-amplitude MSE + unweighted phase cosine + time MSE (NeuroRVQ's terms);
+# "waveform": normalised time-domain error (by Parseval the complex-spectrum error, so each bin's phase
+# counts by its power) + a small log-amplitude term for the spectral shape of weak bands
+OBJECTIVES = ("spectral", "waveform")
+LATER_FIELDS = ("patch_embed", "objective", "log_amp_weight", "position_embed", "phase_weight")
 
 
 class TokenizerConfig(PretrainedConfig):
@@ -82,6 +100,11 @@ class TokenizerConfig(PretrainedConfig):
         commitment_weight: float = 0.25,
         phase_penalty: float = 0.1,
         time_loss_weight: float = 5.0,  # the time-domain term is what makes phase learnable early
+        patch_embed: str = "conv",
+        objective: str = "spectral",
+        log_amp_weight: float = 0.1,
+        position_embed: bool = False,
+        phase_weight: float = 0.0,
         **kwargs,
     ):
         if modalities is None:
@@ -92,6 +115,10 @@ class TokenizerConfig(PretrainedConfig):
         n_scales = {len(m["kernels"]) for m in modalities.values()}
         if len(n_scales) != 1:
             raise ValueError(f"every modality needs the same number of scales, got {n_scales}")
+        if patch_embed not in PATCH_EMBEDS:
+            raise ValueError(f"patch_embed {patch_embed!r}: expected one of {PATCH_EMBEDS}")
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective {objective!r}: expected one of {OBJECTIVES}")
         if d_model % n_heads:
             raise ValueError(f"d_model {d_model} is not divisible by n_heads {n_heads}")
         self.modalities = json.loads(
@@ -110,6 +137,9 @@ class TokenizerConfig(PretrainedConfig):
             phase_penalty,
             time_loss_weight,
         )
+        self.patch_embed, self.objective = patch_embed, objective
+        self.log_amp_weight, self.position_embed = log_amp_weight, position_embed
+        self.phase_weight = phase_weight
         super().__init__(**kwargs)
 
     @property
@@ -147,9 +177,11 @@ class TokenizerConfig(PretrainedConfig):
         """A hash of everything that changes the codes (sizes, presets, vocabulary)."""
         import inspect
 
-        keys = [
-            k for k in inspect.signature(TokenizerConfig.__init__).parameters if k not in ("self", "kwargs")
-        ]
-        return hashlib.sha256(
-            json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True).encode()
-        ).hexdigest()[:16]
+        params = inspect.signature(TokenizerConfig.__init__).parameters
+        values = {k: getattr(self, k) for k in params if k not in ("self", "kwargs")}
+        # fields added after the first design count only where they differ from their default, so the
+        # hash of a model saved before them (and token corpora tagged with it) stays what it was
+        for key in LATER_FIELDS:
+            if values[key] == params[key].default:
+                del values[key]
+        return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]

@@ -18,16 +18,24 @@ def row_metrics(target: np.ndarray, estimate: np.ndarray) -> dict[str, float]:
 
 @torch.no_grad()
 def reconstruct(
-    model: BiotokTokenizer, corpus, levels: list[int], batch_size: int, device, bf16: bool = False
+    model: BiotokTokenizer,
+    corpus,
+    levels: list[int],
+    batch_size: int,
+    device,
+    bf16: bool = False,
+    continuous: bool = False,
 ) -> dict:
     """Every real channel-window of `corpus` (a corpus or a view of one) as rows `(n, T)`: the target,
     its reconstruction from the first n RVQ levels for each n in `levels`, the code counts `(S, Q, K)`
     and each row's scale (spread, center) to undo the preset's scaling. `bf16` autocasts encode and
-    decode (deep-level codes then differ from float32, see docs/BENCHMARKS.md)."""
+    decode (deep-level codes then differ from float32, see docs/BENCHMARKS.md). `continuous` adds
+    estimate["continuous"]: the unquantized latents decoded."""
     key, patch_len = corpus.preset.name, corpus.preset.patch_len
     cfg = model.config
     counts = torch.zeros(cfg.n_scales, cfg.n_levels, cfg.codebook_size, dtype=torch.float64)
-    targets, estimates, spreads, centers, names = [], {n: [] for n in levels}, [], [], []
+    keys = [*levels, "continuous"] if continuous else levels
+    targets, estimates, spreads, centers, names = [], {n: [] for n in keys}, [], [], []
     for start in range(0, len(corpus), batch_size):
         items = [corpus[i] for i in range(start, min(start + batch_size, len(corpus)))]
         batch = collate_windows(items)
@@ -35,7 +43,7 @@ def reconstruct(
         patches = batch["signal"].view(b, c, t // patch_len, patch_len).to(device)
         ids = model.channel_ids(batch["ch_names"], key)
         with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
-            codes = model.encode_patches(patches, ids, key)
+            codes = model.encode_patches(patches, ids, key, allow_bf16=bf16)
         valid = batch["channel_mask"]
         valid_codes = codes[valid.to(device)]  # (rows, P, S, Q)
         for s in range(cfg.n_scales):
@@ -49,6 +57,9 @@ def reconstruct(
             with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
                 recon = model.decode_patches(codes[..., :n], ids, key)
             estimates[n].append(recon.float().reshape(b, c, t)[valid.to(device)].cpu().numpy())
+        if continuous:
+            recon = model.autoencode_patches(patches, ids, key)
+            estimates["continuous"].append(recon.float().reshape(b, c, t)[valid.to(device)].cpu().numpy())
         targets.append(batch["signal"][valid].numpy())
         for it in items:
             spreads.append(it["scale_spread"])

@@ -6,6 +6,7 @@ Shapes: B batch, C channels, P patches per channel, L patch length, S scales, Q 
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass
 
@@ -205,18 +206,27 @@ class Transformer(nn.Module):
 
 
 class ConvBranch(nn.Module):
-    """One temporal scale: two convolutions over a patch's samples, pooled to one embedding."""
+    """One temporal scale: two convolutions over a patch's samples, pooled to one embedding.
 
-    def __init__(self, kernels: tuple[int, int], channels: int, pool_len: int, d_model: int):
+    `norm=True` is NeuroRVQ's branch: GroupNorm over each patch's own samples removes its scale and
+    sign, so the branch is nearly blind to amplitude; without it the branch keeps them."""
+
+    def __init__(
+        self, kernels: tuple[int, int], channels: int, pool_len: int, d_model: int, norm: bool = True
+    ):
         super().__init__()
         groups = max(1, min(4, channels // 2))
         k1, k2 = kernels
+
+        def normalise() -> nn.Module:
+            return nn.GroupNorm(groups, channels) if norm else nn.Identity()
+
         self.net = nn.Sequential(
             nn.Conv1d(1, channels, k1, padding=k1 // 2),
-            nn.GroupNorm(groups, channels),
+            normalise(),
             nn.GELU(),
             nn.Conv1d(channels, channels, k2, padding=k2 // 2),
-            nn.GroupNorm(groups, channels),
+            normalise(),
             nn.GELU(),
             nn.AdaptiveAvgPool1d(pool_len),
             nn.Flatten(),
@@ -226,6 +236,24 @@ class ConvBranch(nn.Module):
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
         """`(N, L)` -> `(N, d_model)`"""
         return self.net(patches.unsqueeze(1))
+
+
+class PatchStem(nn.Module):
+    """One scale's patch embedding `(N, L)` -> `(N, d_model)`: "conv", "linear" or "conv+linear" (see
+    `TokenizerConfig.patch_embed`)."""
+
+    def __init__(self, kind: str, kernels, channels: int, pool_len: int, patch_len: int, d_model: int):
+        super().__init__()
+        self.conv = (
+            ConvBranch(tuple(kernels), channels, pool_len, d_model, norm=kind == "conv")
+            if "conv" in kind
+            else None
+        )
+        self.linear = nn.Linear(patch_len, d_model) if "linear" in kind else None
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        out = self.linear(patches) if self.linear is not None else 0
+        return out + self.conv(patches) if self.conv is not None else out
 
 
 def init_weights(module: nn.Module) -> None:
@@ -257,6 +285,22 @@ def vocabulary_ids(
             )
         ids[b, : len(names)] = torch.tensor([index[f"{kind}:{n}"] for n in names])
     return ids
+
+
+def vocabulary_positions(vocab: list[str]) -> torch.Tensor:
+    """`(len(vocab) + 1, 4)`: each "modality:name" channel's (x, y, z) in decimetres and 1 where the
+    10-05 system places it (EEG), zeros elsewhere; row 0 is the padding id."""
+    from data_prep.presets import eeg_positions
+
+    # numpy, not torch factories: from_pretrained builds the model under a meta-device context
+    table = np.zeros((len(vocab) + 1, 4), np.float32)
+    eeg = [(i + 1, v.split(":", 1)[1]) for i, v in enumerate(vocab) if v.startswith("eeg:")]
+    if eeg:
+        positions = eeg_positions([name for _, name in eeg])
+        for (row, _), pos in zip(eeg, positions):
+            if np.isfinite(pos).all():
+                table[row] = [*(10 * pos), 1.0]
+    return torch.from_numpy(table)
 
 
 @dataclass
@@ -295,15 +339,39 @@ class BiotokTokenizer(PreTrainedModel):
         super().__init__(config)
         d, s = config.d_model, config.n_scales
         self.modality_names = sorted(config.modalities)  # JSON reloads sort keys: index by sorted name
-        self.stems = nn.ModuleDict(
-            {
-                name: nn.ModuleList(
-                    ConvBranch(tuple(k), config.branch_channels, config.pool_len, d) for k in spec["kernels"]
-                )
-                for name, spec in config.modalities.items()
-            }
-        )
+        if config.patch_embed == "conv":  # the first design's module layout, so its weights still load
+            self.stems = nn.ModuleDict(
+                {
+                    name: nn.ModuleList(
+                        ConvBranch(tuple(k), config.branch_channels, config.pool_len, d)
+                        for k in spec["kernels"]
+                    )
+                    for name, spec in config.modalities.items()
+                }
+            )
+        else:
+            self.stems = nn.ModuleDict(
+                {
+                    name: nn.ModuleList(
+                        PatchStem(
+                            config.patch_embed,
+                            k,
+                            config.branch_channels,
+                            config.pool_len,
+                            spec["preset"]["patch_len"],
+                            d,
+                        )
+                        for k in spec["kernels"]
+                    )
+                    for name, spec in config.modalities.items()
+                }
+            )
         self.channel_embed = nn.Embedding(len(config.channel_vocab) + 1, d, padding_idx=0)
+        if config.position_embed:
+            # where a channel sits (10-05 positions for EEG): channels never seen in training still get
+            # their neighbours' embedding; (x, y, z) in decimetres and a "known" flag, row 0 = padding
+            self.register_buffer("channel_pos", vocabulary_positions(config.channel_vocab))
+            self.position_embed = nn.Sequential(nn.Linear(4, d), nn.GELU(), nn.Linear(d, d))
         self.time_embed = nn.Embedding(config.max_patches, d)
         self.modality_embed = nn.Embedding(len(self.modality_names), d)
         self.scale_embed = nn.Embedding(s, d)
@@ -355,6 +423,13 @@ class BiotokTokenizer(PreTrainedModel):
 
     # ------------------------------------------------------------ network
 
+    def _channel_vectors(self, channel_ids: torch.Tensor) -> torch.Tensor:
+        """`(B, C)` ids -> `(B, C, d)`: the learned per-name embedding, plus one from the position."""
+        vectors = self.channel_embed(channel_ids)
+        if self.config.position_embed:
+            vectors = vectors + self.position_embed(self.channel_pos[channel_ids].to(vectors.dtype))
+        return vectors
+
     def _check_modality(self, modality: str) -> None:
         if modality not in self.config.modalities:
             raise ValueError(
@@ -373,7 +448,7 @@ class BiotokTokenizer(PreTrainedModel):
         tokens = tokens.view(-1, b, c, p, self.config.d_model)
         tokens = (
             tokens
-            + self.channel_embed(channel_ids)[None, :, :, None]
+            + self._channel_vectors(channel_ids)[None, :, :, None]
             + self.time_embed.weight[:p][None, None, None]
         )
         modality_id = self.modality_names.index(modality)
@@ -401,7 +476,7 @@ class BiotokTokenizer(PreTrainedModel):
         x = self.from_code(quantized.permute(1, 2, 0, 3).reshape(b, t, -1))
         x = (
             x
-            + self.channel_embed(channel_ids).repeat_interleave(p, dim=1)
+            + self._channel_vectors(channel_ids).repeat_interleave(p, dim=1)
             + self.time_embed.weight[:p].repeat(c, 1)[None]
         )
         mask = (channel_ids > 0).repeat_interleave(p, dim=1)[:, None, None, :]
@@ -441,19 +516,29 @@ class BiotokTokenizer(PreTrainedModel):
         amp_loss = ((log_amp.float() - target_amp) ** 2 * valid).sum() / denom
         norm = torch.sqrt(sin.float() ** 2 + cos.float() ** 2).clamp(min=1e-6)
         cosine = (sin.float() * torch.sin(target_phase) + cos.float() * torch.cos(target_phase)) / norm
-        phase_loss = ((1 - cosine) * valid).sum() / denom
         circle = (((sin.float() ** 2 + cos.float() ** 2 - 1) ** 2) * valid).sum() / denom
         recon = self.spectrum_to_patches(log_amp, sin, cos, patches.shape[-1])
-        time_loss = ((recon - patches.float()) ** 2 * valid).sum() / (
-            valid.sum() * patches.shape[2] * patches.shape[3]
-        )
-        loss = (
-            amp_loss
-            + phase_loss
-            + cfg.phase_penalty * circle
-            + cfg.time_loss_weight * time_loss
-            + cfg.commitment_weight * commit
-        )
+        error = ((recon - patches.float()) ** 2 * valid).sum()
+        time_loss = error / (valid.sum() * patches.shape[2] * patches.shape[3])
+        if cfg.objective == "waveform":
+            # error over the batch's power: the pooled SNR that the rate-distortion table reports, on the
+            # same footing for every modality's scaling; by Parseval a phase error costs its bin's power
+            phase_loss = (spectrum.abs() ** 2 * (1 - cosine) * valid).sum() / (
+                (spectrum.abs() ** 2 * valid).sum().clamp(min=1e-12)
+            )
+            nmse = error / ((patches.float() ** 2 * valid).sum().clamp(min=1e-12))
+            # phase_weight: the power-weighted phase error on its own as well, whose gradient does not
+            # wait for the predicted amplitude to grow (the waveform error's does)
+            loss = (
+                nmse
+                + cfg.phase_weight * phase_loss
+                + cfg.log_amp_weight * amp_loss
+                + cfg.phase_penalty * circle
+            )
+        else:
+            phase_loss = ((1 - cosine) * valid).sum() / denom
+            loss = amp_loss + phase_loss + cfg.phase_penalty * circle + cfg.time_loss_weight * time_loss
+        loss = loss + cfg.commitment_weight * commit
         b, c, p, _ = patches.shape
         return TokenizerOutput(
             loss=loss,
@@ -468,16 +553,39 @@ class BiotokTokenizer(PreTrainedModel):
 
     @torch.no_grad()
     def encode_patches(
-        self, patches: torch.Tensor, channel_ids: torch.Tensor, modality: str, n_levels: int | None = None
+        self,
+        patches: torch.Tensor,
+        channel_ids: torch.Tensor,
+        modality: str,
+        n_levels: int | None = None,
+        allow_bf16: bool = False,
     ) -> torch.Tensor:
-        """Scaled patches `(B, C, P, L)` -> codes `(B, C, P, S, Q)`. Changes no state."""
+        """Scaled patches `(B, C, P, L)` -> codes `(B, C, P, S, Q)`. Changes no state.
+
+        The encoder runs in float32 even inside a bf16 autocast region: bf16 latents move enough to
+        flip deep-level residual choices (docs/BENCHMARKS.md). `allow_bf16=True` lets autocast apply,
+        for speed where the codes need not equal float32's."""
         self._check_modality(modality)
-        latents, _ = self._latents(patches, channel_ids, modality)
+        keep = contextlib.nullcontext() if allow_bf16 else torch.autocast(patches.device.type, enabled=False)
+        with keep:
+            latents, _ = self._latents(patches.to(self.dtype), channel_ids, modality)
         s, b, t, dim = latents.shape
         codes = torch.stack(
             [q.encode(latents[i].reshape(b * t, dim), n_levels) for i, q in enumerate(self.quantizers)], dim=1
         )
         return codes.view(b, patches.shape[1], patches.shape[2], s, -1)
+
+    @torch.no_grad()
+    def autoencode_patches(
+        self, patches: torch.Tensor, channel_ids: torch.Tensor, modality: str
+    ) -> torch.Tensor:
+        """Patches `(B, C, P, L)` rebuilt from the encoder's latents without quantization: the bound
+        that any number of RVQ levels approaches."""
+        self._check_modality(modality)
+        with torch.autocast(patches.device.type, enabled=False):
+            latents, _ = self._latents(patches.to(self.dtype), channel_ids, modality)
+            log_amp, sin, cos = self._decode_latents(latents, channel_ids, modality, patches.shape)
+        return self.spectrum_to_patches(log_amp, sin, cos, patches.shape[-1])
 
     @torch.no_grad()
     def decode_patches(self, codes: torch.Tensor, channel_ids: torch.Tensor, modality: str) -> torch.Tensor:

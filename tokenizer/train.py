@@ -13,12 +13,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from data_prep.config import run_command
 from data_prep.corpus import Corpus, load_corpora
 from data_prep.errors import ConfigError
 from data_prep.mixing import MixedCorpus
+from data_prep.presets import eeg_site_names
 
 from .checkpoint import (
     end_training,
@@ -43,6 +45,12 @@ class TokenizerTrainArgs:
         default="", metadata={"help": 'JSON sampling weights by corpus name, e.g. {"eegbci": 0.6}'}
     )
     size: str = field(default="tiny", metadata={"help": "tiny | small | base"})
+    overrides: str = field(
+        default="",
+        metadata={
+            "help": 'JSON: TokenizerConfig fields over the size\'s, e.g. {"code_dim": 8, "patch_embed": "conv"}'
+        },
+    )
     out: str = field(default="runs/tokenizer")
     steps: int = 300
     batch_size: int = 16
@@ -53,6 +61,13 @@ class TokenizerTrainArgs:
     holdout_fraction: float = field(
         default=0.25, metadata={"help": "fraction of subjects held out per corpus"}
     )
+    holdout_subjects: str = field(
+        default="",
+        metadata={
+            "help": 'JSON: the subjects to hold out by corpus name, e.g. {"eegbci_more": ["013", "014"]}; '
+            "other corpora use --holdout_fraction"
+        },
+    )
     eval_every: int = 100
     eval_batches: int = 4
     log_every: int = 20
@@ -61,17 +76,32 @@ class TokenizerTrainArgs:
     stop_at: int = field(
         default=0, metadata={"help": "stop after this step (0: run to --steps), e.g. for preemptible jobs"}
     )
+    max_seconds: float = field(
+        default=0,
+        metadata={
+            "help": "stop after this much training time (checked at log steps) and save the model as final "
+            "(0: no limit); the log says at which step"
+        },
+    )
+    augment: bool = field(
+        default=True,
+        metadata={"help": "cut patches at a random offset and flip signs (see augment_patches)"},
+    )
     mixed_precision: str = field(default="no", metadata={"help": "no | bf16 | fp16"})
     seed: int = 0
     progress: bool = True
 
 
 def build_vocab(corpora: dict[str, Corpus]) -> list[str]:
+    """Every "modality:name" channel of the corpora and, where there is EEG, every 10-05 site, so that
+    a montage the training data lacked still encodes (its sites placed by the position embedding)."""
     names = set()
     for corpus in corpora.values():
         modality = corpus.preset.modality
         for ch_names in corpus.column("ch_names"):
             names.update(f"{modality}:{n}" for n in ch_names)
+        if modality == "eeg":
+            names.update(f"eeg:{n}" for n in eeg_site_names())
     return sorted(names)
 
 
@@ -79,6 +109,22 @@ def batch_patches(batch: dict, patch_len: int) -> torch.Tensor:
     """Collated `(B, C, T)` signal -> `(B, C, P, L)` patches."""
     b, c, t = batch["signal"].shape
     return batch["signal"].view(b, c, t // patch_len, patch_len)
+
+
+def augment_patches(signal: torch.Tensor, patch_len: int, rng: np.random.Generator) -> torch.Tensor:
+    """Collated `(B, C, T)` -> `(B, C, P', L)` patches cut at a random offset inside the first patch
+    (one patch fewer), each window's sign flipped at random. A corpus's windows are cut at fixed
+    patch boundaries, so without this a small corpus is memorised patch by patch (measured: 7 dB on
+    the training windows, 2.6 dB on held-out subjects after 300 steps); the codec must not care where
+    a patch starts or which way its electrode points."""
+    b, c, t = signal.shape
+    n = t // patch_len
+    if n > 1:
+        offset = int(rng.integers(0, patch_len))
+        signal = signal[..., offset : offset + (n - 1) * patch_len]
+        n -= 1
+    signs = torch.from_numpy(rng.choice(np.array([-1.0, 1.0], np.float32), size=b))
+    return (signal * signs[:, None, None]).reshape(b, c, n, patch_len)
 
 
 def lr_lambda(warmup: int, total: int):
@@ -143,15 +189,19 @@ def train(args: TokenizerTrainArgs) -> Path:
     out = Path(args.out)
     corpora = load_corpora(args.corpora)
     train_views, eval_views = {}, {}
+    holdout = json.loads(args.holdout_subjects) if args.holdout_subjects else None
     for name, corpus in corpora.items():
-        train_views[name], eval_views[name] = corpus.split_by_subject(args.holdout_fraction)
+        train_views[name], eval_views[name] = corpus.split(args.holdout_fraction, holdout)
     weights = json.loads(args.weights) if args.weights else None
     presets = sorted({c.preset.name for c in corpora.values()})
     config_path = out / "tokenizer_config.json"
     if args.resume and config_path.exists():
         config = TokenizerConfig.from_json_file(str(config_path))
     else:
-        config = TokenizerConfig.from_size(args.size, presets=presets, channel_vocab=build_vocab(corpora))
+        overrides = json.loads(args.overrides) if args.overrides else {}
+        config = TokenizerConfig.from_size(
+            args.size, presets=presets, channel_vocab=build_vocab(corpora), **overrides
+        )
         for corpus in corpora.values():  # the corpora's own presets, overrides included
             config.modalities[corpus.preset.name]["preset"] = corpus.preset.to_dict()
     model = BiotokTokenizer(config)
@@ -190,7 +240,12 @@ def train(args: TokenizerTrainArgs) -> Path:
     for step in range(start_step, last):
         batch = next(stream)
         key = corpora[batch["corpus"]].preset.name
-        patches = batch_patches(batch, corpora[batch["corpus"]].preset.patch_len).to(accelerator.device)
+        patch_len = corpora[batch["corpus"]].preset.patch_len
+        if args.augment:  # draws fixed by (seed, rank, step): a resumed run cuts the same patches
+            rng = np.random.default_rng((args.seed, accelerator.process_index, step))
+            patches = augment_patches(batch["signal"], patch_len, rng).to(accelerator.device)
+        else:
+            patches = batch_patches(batch, patch_len).to(accelerator.device)
         ids = raw_model.channel_ids(batch["ch_names"], key)
         with accelerator.autocast():
             output = model(patches, ids, key)
@@ -223,7 +278,14 @@ def train(args: TokenizerTrainArgs) -> Path:
             if accelerator.is_main_process:
                 with open(log_path, "a") as f:
                     f.write(json.dumps(record) + "\n")
-        if done % args.eval_every == 0 or done == args.steps:
+            if args.max_seconds:
+                over = torch.tensor(
+                    float(time.perf_counter() - started > args.max_seconds), device=accelerator.device
+                )
+                if accelerator.reduce(over, "max").item():  # every rank stops at the same step
+                    last = done
+                    accelerator.print(f"stopped at step {done}: --max_seconds {args.max_seconds} reached")
+        if done % args.eval_every == 0 or done == args.steps or done == last:
             metrics = evaluate(raw_model, eval_views, args.eval_batches, args.batch_size, accelerator.device)
             if accelerator.is_main_process:
                 with open(log_path, "a") as f:
@@ -236,10 +298,12 @@ def train(args: TokenizerTrainArgs) -> Path:
             save_run_checkpoint(
                 accelerator, out / "checkpoints", raw_model, optimizer, scheduler, done, sampler
             )
+        if done == last:
+            break
     bar.close()
     del model  # the DDP wrapper, before the process group ends (see end_training)
     end_training(accelerator)
-    if accelerator.is_main_process and last == args.steps:
+    if accelerator.is_main_process and (last == args.steps or args.max_seconds):
         raw_model.save_pretrained(str(out / "final"))
     return out / "final"
 

@@ -1,0 +1,168 @@
+"""Tokenizer fidelity (issue 16): channel names as recordings spell them, amplitude-aware patch
+embeddings, float32 codes under autocast, the packed corpora and the rate-distortion command."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from data_prep.errors import BiosignalError
+from data_prep.presets import eeg_site_names, standardize_eeg_names
+from tokenizer.config import TokenizerConfig
+from tokenizer.model import BiotokTokenizer, ConvBranch, PatchStem
+
+TEN_TWENTY_TUH = [
+    "EEG FP1-REF", "EEG FP2-REF", "EEG F7-REF", "EEG F3-REF", "EEG FZ-REF", "EEG F4-REF", "EEG F8-REF",
+    "EEG T3-REF", "EEG C3-REF", "EEG CZ-REF", "EEG C4-REF", "EEG T4-REF", "EEG T5-REF", "EEG P3-REF",
+    "EEG PZ-REF", "EEG P4-REF", "EEG T6-REF", "EEG O1-REF", "EEG O2-REF",
+]  # fmt: skip
+
+
+def test_clinical_names_map_to_10_05_sites():
+    assert standardize_eeg_names(TEN_TWENTY_TUH)[:10] == [
+        "Fp1", "Fp2", "F7", "F3", "Fz", "F4", "F8", "T7", "C3", "Cz",
+    ]  # fmt: skip
+    assert standardize_eeg_names(["EEG T5-LE", "t6", "C3-A1", "Fc5.", "Iz..", "EEG A1-REF"]) == [
+        "P7", "P8", "C3", "FC5", "Iz", "A1",
+    ]  # fmt: skip
+    # a bipolar derivation is not a site, and an unknown name keeps its spelling
+    assert standardize_eeg_names(["EEG FP1-F7", "Foo"]) == ["FP1-F7", "Foo"]
+    with pytest.raises(BiosignalError, match="'T3' and 'T7' both name the EEG site 'T7'"):
+        standardize_eeg_names(["T3", "T7"])
+    sites = eeg_site_names()
+    assert len(sites) > 330 and "T7" in sites and "T3" not in sites and "POO9h" in sites
+
+
+@pytest.fixture(scope="module")
+def tiny_eeg():
+    from tokenizer.train import build_vocab
+
+    class OneCorpus:  # build_vocab reads only the preset's modality and the channel names
+        class preset:
+            modality = "eeg"
+
+        @staticmethod
+        def column(name):
+            return [["C3", "C4", "Cz"]]
+
+    vocab = build_vocab({"eeg": OneCorpus})
+    torch.manual_seed(0)
+    model = BiotokTokenizer(TokenizerConfig.from_size("tiny", presets=["eeg"], channel_vocab=vocab))
+    patches = torch.randn(4, 3, 4, 200) * 0.3
+    model(patches, model.channel_ids([["C3", "C4", "Cz"]] * 4, "eeg"), "eeg")  # k-means init
+    return model.eval()
+
+
+def test_an_unseen_clinical_montage_at_500_hz_encodes_and_decodes(tiny_eeg):
+    rng = np.random.default_rng(0)
+    signal = rng.normal(0, 20, (19, 5000)).astype(np.float32)  # 10 s at 500 Hz, µV
+    enc = tiny_eeg.encode(signal, 500.0, TEN_TWENTY_TUH, "eeg")
+    assert enc.ch_names[7] == "T7" and enc.codes.shape == (1, 19, 10, 4, 4)
+    rebuilt = tiny_eeg.decode(enc)
+    assert rebuilt.shape == (1, 19, 5000) and np.isfinite(rebuilt).all()
+    # the montage was never in training: its sites differ in position, so in their embeddings
+    ids = tiny_eeg.channel_ids(enc.ch_names, "eeg")
+    assert bool((tiny_eeg.channel_pos[ids[0], 3] == 1).all())
+    with pytest.raises(ValueError, match=r"\['Xyz9'\] of modality 'eeg' are not in"):
+        tiny_eeg.encode(signal[:2], 500.0, ["EEG C3-REF", "Xyz9"], "eeg")
+
+
+def test_codes_stay_float32_under_bf16_autocast(tiny_eeg):
+    patches = torch.randn(2, 3, 4, 200) * 0.3
+    ids = tiny_eeg.channel_ids([["C3", "C4", "Cz"]] * 2, "eeg")
+    exact = tiny_eeg.encode_patches(patches, ids, "eeg")
+    with torch.autocast("cpu", torch.bfloat16):
+        assert torch.equal(tiny_eeg.encode_patches(patches, ids, "eeg"), exact)
+        fast = tiny_eeg.encode_patches(patches, ids, "eeg", allow_bf16=True)
+    assert fast.shape == exact.shape
+
+
+def test_the_first_designs_stem_is_nearly_blind_to_amplitude():
+    # why the shipped tokenizer's latents carried little: GroupNorm rescales every patch to one size
+    torch.manual_seed(0)
+    patch = torch.randn(64, 200) * 0.3
+    conv = ConvBranch((21, 9), 16, 25, 128)
+    linear = PatchStem("linear", (21, 9), 16, 25, 200, 128)
+    torch.nn.init.zeros_(linear.linear.bias)
+    unnormed = PatchStem("conv+linear", (21, 9), 16, 25, 200, 128)
+
+    def moved(stem):
+        with torch.no_grad():
+            a, b = stem(patch), stem(3 * patch)
+        return float((b - a).norm() / a.norm())
+
+    assert moved(conv) < 0.5
+    assert moved(linear) == pytest.approx(2.0, rel=1e-4)  # a linear map without bias: exactly 3x - 1x
+    assert moved(unnormed) > 1.0
+
+
+def test_old_configs_load_with_the_first_design():
+    old = TokenizerConfig(channel_vocab=["eeg:C3"])  # a config.json saved before these fields existed
+    assert (old.patch_embed, old.objective, old.position_embed) == ("conv", "spectral", False)
+    model = BiotokTokenizer(old)
+    assert isinstance(model.stems["eeg"][0], ConvBranch) and not hasattr(model, "position_embed")
+    with pytest.raises(ValueError, match="patch_embed 'fft'"):
+        TokenizerConfig(patch_embed="fft")
+
+
+def test_pack_round_trip_keeps_everything_but_quantisation_noise(tmp_path):
+    from data_prep.corpus import Corpus, load_corpora
+    from data_prep.pack import pack_corpora, unpack_corpora
+    from data_prep.prepare import PrepareArgs, run
+    from data_prep.synthetic import write_default_dataset
+    from tests.conftest import TINY_SYNTHETIC
+
+    write_default_dataset(tmp_path / "raw", TINY_SYNTHETIC, progress=False)
+    run(PrepareArgs(synthetic=True, root=str(tmp_path / "raw"), out=str(tmp_path / "c"), progress=False))
+    corpora = load_corpora(tmp_path / "c")
+    sizes = pack_corpora(corpora, tmp_path / "p.pack", snr_db=40, progress=False)
+    assert all(packed < raw / 2 for _, raw, packed in sizes.values()), sizes
+    unpack_corpora(tmp_path / "p.pack", tmp_path / "u", progress=False)
+    for name, corpus in corpora.items():
+        back = Corpus(tmp_path / "u" / name)
+        assert len(back) == len(corpus)
+        for i in (0, len(corpus) - 1):
+            a, b = corpus[i], back[i]
+            snr = 10 * np.log10((a["signal"] ** 2).sum() / ((a["signal"] - b["signal"]) ** 2).sum())
+            assert 38 < snr < 42, (name, snr)
+            for key in ("ch_names", "subject", "label", "events", "window_start", "sfreq"):
+                assert a[key] == b[key], key
+            np.testing.assert_array_equal(a["scale_spread"], b["scale_spread"])
+    truncated = tmp_path / "cut.pack"
+    truncated.write_bytes((tmp_path / "p.pack").read_bytes()[:5000])
+    with pytest.raises(BiosignalError, match="cut.pack"):
+        unpack_corpora(truncated, tmp_path / "v", progress=False)
+
+
+def test_rd_command_writes_the_table_and_figure(tiny_eeg, tmp_path):
+    from data_prep.prepare import PrepareArgs, run
+    from data_prep.synthetic import write_default_dataset
+    from tests.conftest import TINY_SYNTHETIC
+    from tokenizer.rd import main
+
+    write_default_dataset(tmp_path / "raw", TINY_SYNTHETIC, progress=False)
+    run(PrepareArgs(synthetic=True, root=str(tmp_path / "raw"), out=str(tmp_path / "c"), progress=False))
+    from data_prep.corpus import Corpus
+
+    corpus = Corpus(tmp_path / "c" / "eeg_synthetic")
+    names = corpus[0]["ch_names"]
+    config = TokenizerConfig.from_size("tiny", presets=["eeg"], channel_vocab=[f"eeg:{n}" for n in names])
+    BiotokTokenizer(config).save_pretrained(tmp_path / "tok")
+    held = sorted(set(corpus.column("subject")))[:1]
+    code = main(
+        [
+            "--tokenizer", str(tmp_path / "tok"), "--corpora", str(tmp_path / "c" / "eeg_synthetic"),
+            "--subjects", json.dumps({"eeg_synthetic": held}), "--levels", "1,2", "--out", str(tmp_path / "rd"),
+        ]
+    )  # fmt: skip
+    assert code == 0
+    rows = json.loads((tmp_path / "rd" / "rd.json").read_text())
+    assert [r["levels"] for r in rows] == [1, 2] and rows[0]["subjects"] == held
+    assert rows[0]["spatial_dct"]["pca_fitted_on"] == "other subjects"
+    # at twice the bits both codecs do better
+    assert rows[1]["dct"]["snr_db"] > rows[0]["dct"]["snr_db"]
+    assert rows[1]["spatial_dct"]["snr_db"] > rows[0]["spatial_dct"]["snr_db"]
+    assert (tmp_path / "rd" / "rd.png").stat().st_size > 10_000 and "spatial" in (
+        tmp_path / "rd" / "rd.md"
+    ).read_text()

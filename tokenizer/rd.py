@@ -1,0 +1,266 @@
+"""`biotok tokenizer rd`: the rate-distortion table of a tokenizer on any recordings, against two
+classical codecs at the same bits per channel-second, and its figure.
+
+    biotok tokenizer rd --tokenizer pretrained_models/tokenizer-small --corpora corpora/real/eegbci_more \\
+        --subjects '{"eegbci_more": ["013", "014"]}' --out rd_out
+    biotok tokenizer rd --tokenizer pretrained_models/tokenizer-small --recordings my_edfs/ --preset eeg
+
+Rows: for 1, 2, 4, 8 (`--levels`) RVQ levels, the tokenizer's SNR, NMSE and Pearson correlation on the
+preprocessed, scaled windows (the signal the tokenizer sees), beside
+- the per-channel DCT codec (`tokenizer.baseline.dct_codec`), best value-bit setting on the same data;
+- the spatial PCA + DCT codec (`spatial_dct_codec`): the channels rotated onto principal axes fitted on
+  the windows of the other subjects of the corpus (`--subjects` given), or on the evaluated windows
+  themselves (marked "oracle": it favours the baseline);
+and the continuous bound: the decoder run on the encoder's unquantized latents.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from data_prep.config import run_command
+from data_prep.corpus import Corpus, load_corpora
+from data_prep.errors import ConfigError
+
+from .baseline import (
+    dct_codec,
+    dct_settings,
+    fit_spatial_pca,
+    spatial_dct_codec,
+    spatial_dct_settings,
+)
+from .evaluate import reconstruct, row_metrics
+from .model import BiotokTokenizer
+
+
+def best_dct(target: np.ndarray, patch_len: int, budget: float) -> dict:
+    """The per-channel DCT codec's best setting for rows `(n, T)` at `budget` bits per patch."""
+    best = {**row_metrics(target, np.zeros_like(target)), "setting": "nothing fits"}
+    patches = target.reshape(target.shape[0], -1, patch_len)
+    for n_kept, value_bits in dct_settings(patch_len, budget):
+        metrics = row_metrics(target, dct_codec(patches, n_kept, value_bits).reshape(target.shape))
+        if metrics["snr_db"] > best["snr_db"]:
+            best = {**metrics, "setting": f"{n_kept} x {value_bits} b"}
+    return best
+
+
+def best_spatial(
+    windows: np.ndarray, basis: np.ndarray, mean: np.ndarray, patch_len: int, budget: float
+) -> tuple[dict, np.ndarray]:
+    """The spatial PCA + DCT codec's best setting on windows `(n, C, T)` at `budget` bits per
+    multichannel patch; metrics over channel rows."""
+    n, c, t = windows.shape
+    rows = windows.reshape(n * c, t)
+    best = {**row_metrics(rows, np.full_like(rows, 0.0)), "setting": "nothing fits"}
+    best_estimate = np.zeros_like(windows)
+    for n_kept, value_bits in spatial_dct_settings(c, patch_len, budget):
+        estimate = spatial_dct_codec(windows, basis, mean, patch_len, n_kept, value_bits)
+        metrics = row_metrics(rows, estimate.reshape(n * c, t))
+        if metrics["snr_db"] > best["snr_db"]:
+            best, best_estimate = {**metrics, "setting": f"{n_kept} x {value_bits} b"}, estimate
+    return best, best_estimate
+
+
+def stack_by_montage(corpus: Corpus) -> dict[tuple[str, ...], np.ndarray]:
+    """Windows `(n, C, T)` grouped by their channel names (the spatial codec needs one montage)."""
+    groups: dict[tuple[str, ...], list[np.ndarray]] = {}
+    for row in corpus:
+        groups.setdefault(tuple(row["ch_names"]), []).append(row["signal"])
+    return {names: np.stack(w) for names, w in groups.items()}
+
+
+def spatial_rows(held: Corpus, fit: Corpus | None, patch_len: int, budget_per_channel: float) -> dict:
+    """Spatial codec metrics pooled over the held-out windows of every montage; the PCA of each montage
+    is fitted on `fit`'s windows of that montage, or on the held-out ones themselves ("oracle")."""
+    fitted = stack_by_montage(fit) if fit is not None and len(fit) else {}
+    targets, estimates, oracle, settings = [], [], False, set()
+    for names, windows in stack_by_montage(held).items():
+        source = fitted.get(names)
+        if source is None:
+            source, oracle = windows, True
+        basis, mean = fit_spatial_pca(source)
+        metrics, estimate = best_spatial(windows, basis, mean, patch_len, budget_per_channel * len(names))
+        settings.add(metrics["setting"])
+        targets.append(windows.reshape(-1, windows.shape[-1]))
+        estimates.append(estimate.reshape(-1, windows.shape[-1]))
+    result = row_metrics(np.concatenate(targets), np.concatenate(estimates))
+    return {
+        **result,
+        "setting": ", ".join(sorted(settings)),
+        "pca_fitted_on": "evaluated windows" if oracle else "other subjects",
+    }
+
+
+def rate_distortion(
+    model: BiotokTokenizer,
+    held: Corpus,
+    fit: Corpus | None,
+    levels: list[int],
+    batch_size: int = 32,
+    device: torch.device | str = "cpu",
+    baselines: bool = True,
+) -> list[dict]:
+    """One row per number of levels for one corpus view; see the module docstring. `baselines=False`
+    leaves out the two codecs (they depend on the data alone: compute them once, e.g. for ablations)."""
+    device = torch.device(device)
+    preset, cfg = held.preset, model.config
+    result = reconstruct(model, held, levels, batch_size, device, continuous=True)
+    target = result["target"]
+    bound = row_metrics(target, result["estimate"]["continuous"])
+    rows = []
+    for n in levels:
+        bits = cfg.bits_per_channel_second(preset.name, n)
+        per_patch = bits * preset.patch_len / preset.sfreq
+        rows.append(
+            {
+                "corpus": held.name,
+                "modality": preset.modality,
+                "levels": n,
+                "bits_per_channel_second": bits,
+                "rows": int(target.shape[0]),
+                "subjects": sorted(set(held.column("subject"))),
+                "tokenizer": row_metrics(target, result["estimate"][n]),
+                "continuous": bound,
+            }
+        )
+        if baselines:
+            rows[-1]["dct"] = best_dct(target, preset.patch_len, per_patch)
+            rows[-1]["spatial_dct"] = spatial_rows(held, fit, preset.patch_len, per_patch)
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = [
+        "| corpus | levels | bits/ch/s | biotok SNR dB | PCC | per-channel DCT SNR dB | spatial PCA+DCT SNR dB | unquantized bound dB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['corpus']} | {r['levels']} | {r['bits_per_channel_second']:.0f} | "
+            f"{r['tokenizer']['snr_db']:.2f} | {r['tokenizer']['pcc']:.3f} | {r['dct']['snr_db']:.2f} | "
+            f"{r['spatial_dct']['snr_db']:.2f} | {r['continuous']['snr_db']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: str | Path, title: str = "Rate-distortion on held-out subjects") -> None:
+    """SNR against bits per channel-second, one panel per corpus: biotok, both codecs, the bound."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    corpora = list(dict.fromkeys(r["corpus"] for r in rows))
+    fig, axes = plt.subplots(1, len(corpora), figsize=(4.2 * len(corpora), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], corpora):
+        mine = [r for r in rows if r["corpus"] == name]
+        bits = [r["bits_per_channel_second"] for r in mine]
+        for key, label, style in (
+            ("tokenizer", "biotok", "o-"),
+            ("dct", "per-channel DCT", "s--"),
+            ("spatial_dct", "spatial PCA + DCT", "^--"),
+        ):
+            ax.plot(bits, [r[key]["snr_db"] for r in mine], style, label=label)
+        ax.axhline(mine[0]["continuous"]["snr_db"], color="grey", lw=0.8, ls=":", label="unquantized bound")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("bits per channel-second")
+        ax.set_title(f"{name} ({mine[0]['modality']})")
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("SNR (dB)")
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+@dataclass
+class RDArgs:
+    """Rate-distortion table of a tokenizer against per-channel DCT and spatial PCA + DCT codecs."""
+
+    tokenizer: str = field(
+        default="", metadata={"help": "tokenizer folder (config.json + model.safetensors)"}
+    )
+    corpora: list[str] = field(default_factory=list, metadata={"help": "prepared corpus folders to measure"})
+    recordings: str = field(
+        default="", metadata={"help": "instead of --corpora: a folder of recordings (any MNE-readable file)"}
+    )
+    preset: str = field(
+        default="eeg", metadata={"help": "with --recordings: the tokenizer's preset to apply"}
+    )
+    subjects: str = field(
+        default="",
+        metadata={
+            "help": 'JSON: the subjects to measure by corpus name (e.g. {"eegbci_more": ["013"]}); the others '
+            "fit the spatial PCA. Default: every window, PCA fitted on them (oracle)"
+        },
+    )
+    levels: str = field(default="1,2,4,8", metadata={"help": "numbers of RVQ levels, comma-separated"})
+    batch_size: int = field(default=32, metadata={"help": "windows per encode batch"})
+    device: str = field(default="", metadata={"help": "cpu | cuda (default: cuda when available)"})
+    out: str = field(default="rd_out", metadata={"help": "folder for rd.json, rd.md and rd.png"})
+
+
+def recordings_corpus(folder: str, preset: str, work: str) -> dict[str, Corpus]:
+    """Every MNE-readable file under `folder`, prepared with `preset`, one subject per file."""
+    from data_prep.corpus import CorpusSpec, SourceSpec, prepare_corpus
+    from data_prep.presets import get_preset
+
+    pattern = "**/*.[efbsvEFBSV]*"  # .edf .bdf .fif .set .vhdr and the like
+    spec = CorpusSpec(
+        "recordings",
+        get_preset(preset),
+        [SourceSpec(pattern, "mne", subject=r"([^/]+)\.\w+$")],
+    )
+    prepare_corpus(spec, folder, work, on_error="skip", progress=False)
+    return load_corpora(Path(work) / "recordings")
+
+
+def run(args: RDArgs) -> list[dict]:
+    if not args.tokenizer:
+        raise ConfigError("tokenizer", "name a tokenizer folder")
+    if not args.corpora and not args.recordings:
+        raise ConfigError(
+            "corpora", "name prepared corpora (--corpora) or a folder of recordings (--recordings)"
+        )
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = BiotokTokenizer.from_pretrained(args.tokenizer).to(device).eval()
+    levels = [int(n) for n in args.levels.split(",") if int(n) <= model.config.n_levels]
+    subjects = json.loads(args.subjects) if args.subjects else {}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as work:
+        corpora = (
+            recordings_corpus(args.recordings, args.preset, work)
+            if args.recordings
+            else load_corpora(args.corpora)
+        )
+        rows = []
+        for name, corpus in corpora.items():
+            if corpus.preset.name not in model.config.modalities:
+                print(f"{name}: preset {corpus.preset.name!r} is not one of this tokenizer's, skipped")
+                continue
+            fit, held = corpus.split_subjects(set(subjects[name])) if name in subjects else (None, corpus)
+            rows.extend(rate_distortion(model, held, fit, levels, args.batch_size, device))
+    (out / "rd.json").write_text(json.dumps(rows, indent=1))
+    table = markdown(rows)
+    (out / "rd.md").write_text(table + "\n")
+    plot(rows, out / "rd.png")
+    print(table)
+    print(f"wrote {out}/rd.json, rd.md, rd.png")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(RDArgs, run, argv, prog="biotok tokenizer rd")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
