@@ -49,7 +49,7 @@ corpora:
 EOF
         python -m data_prep.prepare --sources "$work/pretrain_sources.yaml" --root "$work/data" \
             --out "$work/corpora" --progress false
-        python -m foundation.tokens --tokenizer pretrained_models/tokenizer-small --corpora "$work/corpora" \
+        python -m foundation.tokens --tokenizer pretrained_models/tokenizer-small-v1 --corpora "$work/corpora" \
             --out "$work/tokens" --progress false
         python -m foundation.pretrain --tokens "$work/tokens" --size small --steps "$pretrain_steps" \
             --target_levels "${TARGET_LEVELS:-0}" \

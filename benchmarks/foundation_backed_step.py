@@ -22,7 +22,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--tokenizer", default="pretrained_models/tokenizer-small")
+    parser.add_argument("--tokenizer", default="pretrained_models/tokenizer-small-v1")
     parser.add_argument("--levels", type=int, default=2, help="RVQ levels the foundation model reads")
     parser.add_argument("--batch", type=int, default=32)
     args = parser.parse_args()

@@ -20,7 +20,7 @@ mkdir -p "$out" "$work/results"
 
 python -m data_prep.prepare --sources "${SOURCES:-shared_real}" --root "$real_root" --out "$work/corpora" --progress false
 python -m data_prep.prepare --synthetic --root "$work/synthetic" --out "$work/corpora" --progress false
-python -m foundation.tokens --tokenizer pretrained_models/tokenizer-small --corpora "$work/corpora" \
+python -m foundation.tokens --tokenizer "${TOKENIZER:-pretrained_models/tokenizer-small-v1}" --corpora "$work/corpora" \
     --out "$work/tokens" --progress false
 if [ -n "$speed_sizes" ]; then
     python benchmarks/pretrain_speed.py --sizes "$speed_sizes" --out "$work/results/pretrain_speed.json"

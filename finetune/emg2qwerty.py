@@ -58,7 +58,7 @@ class CTCTrainArgs:
     rvq_codebook_size: int = 1024
     foundation: str = field(default="", metadata={"help": "pretrained foundation folder (model=foundation)"})
     tokenizer: str = field(
-        default="pretrained_models/tokenizer-small", metadata={"help": "the foundation's tokenizer folder"}
+        default="pretrained_models/tokenizer-small-v1", metadata={"help": "the foundation's tokenizer folder"}
     )
     frames_per_patch: int = field(default=10, metadata={"help": "CTC frames per 200 ms patch (foundation)"})
     teacher: str = field(default="", metadata={"help": "teacher model folder: distil its logits"})

@@ -43,7 +43,7 @@ class TableArgs:
     batch_size: int = 32
     rvq: str = field(default="1x1024,2x1024,4x1024", metadata={"help": "bottlenecks, levels x codebook size"})
     foundation: str = field(default="", metadata={"help": "pretrained foundation folder ('' skips the row)"})
-    tokenizer: str = "pretrained_models/tokenizer-small"
+    tokenizer: str = "pretrained_models/tokenizer-small-v1"  # the one foundation-small reads
     rows: str = field(default="", metadata={"help": "only these rows (comma-separated names)"})
     runs: str = field(
         default="",

@@ -2,11 +2,13 @@
 model folder's `card_metrics.json` and into its card (README.md, between two markers), and measured
 again by the tests, which must reproduce them.
 
-    python -m foundation.card --real ../shared/data/real --tokenizer pretrained_models/tokenizer-small \
+    python -m foundation.card --real ../shared/data/real --tokenizer pretrained_models/tokenizer-small-v1 \
         --foundation pretrained_models/foundation-small
+    python -m foundation.card --real ../shared/data/real --tokenizer pretrained_models/tokenizer-small --foundation ""
 
-Held out = the subjects that the model's own training run held out (the subject hash split with the
-run's `holdout_fraction`), in the real corpora (`biotok prepare --sources shared_real`). Everything runs
+Held out = the subjects that the model's own training run held out (its `holdout_subjects`, else the
+subject hash split with the run's `holdout_fraction`), in the real corpora (`biotok prepare --sources
+shared_real`, and `--sources eegbci_more` where the run held subjects of it out). Everything runs
 in float32, so any machine reproduces the numbers up to rounding.
 """
 
@@ -46,31 +48,51 @@ def holdout_fraction(folder: str | Path, default: float | None = None) -> float:
     raise BiosignalError(folder, "train_args.json", "no run arguments saved beside the model")
 
 
-def prepare_real(real_root: str | Path, work: str | Path) -> dict[str, Corpus]:
-    """The shared real recordings prepared into corpora under `work`."""
+def holdout_subjects(folder: str | Path) -> dict[str, list[str]]:
+    """The subjects the run that trained the model in `folder` held out by name (`--holdout_subjects`),
+    {} when it held out by fraction only."""
+    for where in (Path(folder), Path(folder).parent):
+        if (where / "train_args.json").exists():
+            given = json.loads((where / "train_args.json").read_text()).get("holdout_subjects") or ""
+            return json.loads(given) if given else {}
+    return {}
+
+
+def prepare_real(
+    real_root: str | Path, work: str | Path, sources: tuple[str, ...] = ("shared_real",)
+) -> dict[str, Corpus]:
+    """The shared real recordings prepared into corpora under `work` (`sources`: packaged sources files,
+    e.g. "eegbci_more" for EEGBCI subjects S007-S014)."""
     from data_prep.prepare import PrepareArgs, run
 
-    run(
-        PrepareArgs(
-            sources="shared_real", root=str(real_root), out=str(Path(work) / "corpora"), progress=False
-        )
-    )
+    for name in sources:
+        run(PrepareArgs(sources=name, root=str(real_root), out=str(Path(work) / "corpora"), progress=False))
     return load_corpora([Path(work) / "corpora"])
 
 
+CARD_LEVELS = (1, 2, 4, 8)
+
+
 def tokenizer_metrics(
-    model: BiotokTokenizer, corpora: dict[str, Corpus], holdout: float, batch_size: int = 32
+    model: BiotokTokenizer,
+    corpora: dict[str, Corpus],
+    holdout: float,
+    batch_size: int = 32,
+    held_subjects: dict[str, list[str]] | None = None,
 ) -> dict[str, dict]:
     """Per corpus with held-out subjects: SNR / NMSE / Pearson correlation of the reconstruction from
-    every RVQ level, and codebook use (mean over scales and levels of the fraction of codes used and
-    of the perplexity), on the preprocessed, scaled held-out windows."""
+    every RVQ level, the SNR from 1, 2, 4 and 8 levels, and codebook use (mean over scales and levels of
+    the fraction of codes used and of the perplexity), on the preprocessed, scaled held-out windows."""
     result = {}
     for name, corpus in corpora.items():
-        _, held = corpus.split_by_subject(holdout)
+        if corpus.preset.name not in model.config.modalities:
+            continue
+        _, held = corpus.split(holdout, held_subjects)
         if len(held) == 0:
             continue
         levels = model.config.n_levels
-        rows = reconstruct(model, held, [levels], batch_size, model.device)
+        fewer = [n for n in CARD_LEVELS if n < levels]
+        rows = reconstruct(model, held, [*fewer, levels], batch_size, model.device)
         quality = row_metrics(rows["target"], rows["estimate"][levels])
         usage = codebook_stats(rows["counts"])
         result[name] = {
@@ -82,6 +104,12 @@ def tokenizer_metrics(
             "pcc": quality["pcc"],
             "codebook_used": float(usage["used"].mean()),
             "perplexity": float(usage["perplexity"].mean()),
+            "snr_db_by_levels": {
+                str(n): row_metrics(rows["target"], rows["estimate"][n])["snr_db"] for n in [*fewer, levels]
+            },
+            "bits_per_channel_second": {
+                str(n): model.config.bits_per_channel_second(corpus.preset.name, n) for n in [*fewer, levels]
+            },
         }
     return result
 
@@ -122,9 +150,13 @@ def measure(
 ):
     """Both cards' metrics: {"tokenizer": ..., "foundation": ...} (foundation None when not given)."""
     tokenizer = BiotokTokenizer.from_pretrained(str(tokenizer_dir)).eval()
-    corpora = prepare_real(real_root, work)
+    held = holdout_subjects(tokenizer_dir)
+    # corpora beyond shared_real (eegbci_more) where the tokenizer's run held subjects of them out
+    corpora = prepare_real(real_root, work, ("shared_real", *[n for n in held if n != "eegbci"]))
     cards = {
-        "tokenizer": tokenizer_metrics(tokenizer, corpora, holdout_fraction(tokenizer_dir)),
+        "tokenizer": tokenizer_metrics(
+            tokenizer, corpora, holdout_fraction(tokenizer_dir), held_subjects=held
+        ),
         "foundation": None,
     }
     if foundation_dir is not None:
@@ -137,14 +169,27 @@ def measure(
 
 
 def render_tokenizer(metrics: dict[str, dict]) -> str:
+    by_levels = any("snr_db_by_levels" in m for m in metrics.values())
+    extra = " SNR dB at 1 / 2 / 4 / 8 levels (bits/ch/s) |" if by_levels else ""
     lines = [
-        "| held-out corpus | subjects | channel-windows | SNR dB | NMSE | PCC | codes used | perplexity |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        f"| held-out corpus | subjects | channel-windows | SNR dB | NMSE | PCC | codes used | perplexity |{extra}",
+        "|---|---|---:|---:|---:|---:|---:|---:|" + ("---|" if by_levels else ""),
     ]
     for name, m in metrics.items():
+        levels = ""
+        if by_levels:
+            levels = (
+                " "
+                + " / ".join(
+                    f"{snr:.2f} ({m['bits_per_channel_second'][n]:.0f})"
+                    for n, snr in m["snr_db_by_levels"].items()
+                )
+                + " |"
+            )
         lines.append(
             f"| {name} ({m['modality']}) | {', '.join(m['subjects'])} | {m['channel_windows']:,} | "
             f"{m['snr_db']:.2f} | {m['nmse']:.3f} | {m['pcc']:.3f} | {m['codebook_used']:.1%} | {m['perplexity']:.0f} |"
+            + levels
         )
     return "\n".join(lines)
 
@@ -186,8 +231,14 @@ class CardArgs:
     """Measure the shipped models on held-out real recordings and write their model cards' metrics."""
 
     real: str = field(metadata={"help": "folder of the shared real recordings (shared/data/real)"})
-    tokenizer: str = "pretrained_models/tokenizer-small"
-    foundation: str = field(default="pretrained_models/foundation-small", metadata={"help": "'' skips it"})
+    tokenizer: str = field(
+        default="pretrained_models/tokenizer-small-v1",
+        metadata={"help": "the tokenizer folder whose card to write"},
+    )
+    foundation: str = field(
+        default="pretrained_models/foundation-small",
+        metadata={"help": "the foundation folder (pretrained on --tokenizer's codes); '' skips it"},
+    )
 
 
 def run(args: CardArgs) -> None:

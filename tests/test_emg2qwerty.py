@@ -324,7 +324,9 @@ def test_every_family_trains_end_to_end(emg_data, tmp_path):
         "distilled": dict(model="128x2", teacher=str(teacher / "final")),
         "personal": dict(init_from=str(teacher / "final"), split=str(emg_data / "splits" / "user0.yaml")),
     }
-    tokenizer = BiotokTokenizer.from_pretrained("pretrained_models/tokenizer-small")
+    tokenizer = BiotokTokenizer.from_pretrained(
+        "pretrained_models/tokenizer-small-v1"
+    )  # knows left_*/right_*
     foundation = BiotokFoundation(
         FoundationConfig.from_tokenizer(tokenizer.config, "tiny", n_target_levels=2)
     )

@@ -42,7 +42,7 @@ SHIPPED = Path(__file__).resolve().parents[1] / "pretrained_models"
 def test_main_job_with_the_shipped_models_measures_them_instead_of_training(synthetic_root, tmp_path):
     out = tmp_path / "given"
     args = RunArgs(
-        out=str(out), data=str(synthetic_root), tokenizer=str(SHIPPED / "tokenizer-small"),
+        out=str(out), data=str(synthetic_root), tokenizer=str(SHIPPED / "tokenizer-small-v1"),
         foundation=str(SHIPPED / "foundation-small"), emg2qwerty="none", classify_epochs=1, progress=False,
     )  # fmt: skip
     summary = run(args)
@@ -68,7 +68,7 @@ def test_main_job_refuses_a_foundation_model_without_its_tokenizer(tmp_path):
         run(RunArgs(out=str(tmp_path), foundation=str(SHIPPED / "foundation-small")))
     other = tmp_path / "other-tokenizer"
     other.mkdir()
-    config = json.loads((SHIPPED / "tokenizer-small" / "config.json").read_text())
+    config = json.loads((SHIPPED / "tokenizer-small-v1" / "config.json").read_text())
     (other / "config.json").write_text(json.dumps({**config, "codebook_size": 512}))
     with pytest.raises(ConfigError, match="pretrained on codes of tokenizer"):
         run(RunArgs(out=str(tmp_path), tokenizer=str(other), foundation=str(SHIPPED / "foundation-small")))

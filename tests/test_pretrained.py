@@ -21,15 +21,20 @@ def card(name: str) -> dict:
 
 @pytest.fixture(scope="module")
 def measured(real, tmp_path_factory) -> dict:
-    return measure(
-        real, MODELS / "tokenizer-small", MODELS / "foundation-small", tmp_path_factory.mktemp("card")
+    """tokenizer-small-v1 with foundation-small (which reads its codes), and tokenizer-small alone."""
+    cards = measure(
+        real, MODELS / "tokenizer-small-v1", MODELS / "foundation-small", tmp_path_factory.mktemp("card")
     )
+    cards["tokenizer-small"] = measure(
+        real, MODELS / "tokenizer-small", None, tmp_path_factory.mktemp("card")
+    )["tokenizer"]
+    return cards
 
 
 def test_every_shipped_model_loads_offline_and_its_card_shows_its_metrics(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     folders = sorted(p for p in MODELS.iterdir() if p.is_dir())
-    assert [p.name for p in folders] == ["foundation-small", "tokenizer-small"]
+    assert [p.name for p in folders] == ["foundation-small", "tokenizer-small", "tokenizer-small-v1"]
     for folder in folders:
         for name in ("config.json", "model.safetensors", "README.md", METRICS_FILE):
             assert (folder / name).is_file(), f"{folder.name} lacks {name}"
@@ -38,16 +43,23 @@ def test_every_shipped_model_loads_offline_and_its_card_shows_its_metrics(monkey
         assert sum(p.numel() for p in model.parameters()) > 1_000_000
         # the card's table is the metrics file, rendered: the two cannot drift apart
         assert card_block(saved["kind"], saved["metrics"]) in (folder / "README.md").read_text()
-    # the foundation model reads the shipped tokenizer's codes
-    tokenizer = BiotokTokenizer.from_pretrained(str(MODELS / "tokenizer-small"))
+    # the foundation model reads the first tokenizer's codes
+    tokenizer = BiotokTokenizer.from_pretrained(str(MODELS / "tokenizer-small-v1"))
     foundation = BiotokFoundation.from_pretrained(str(MODELS / "foundation-small"))
     assert foundation.config.tokenizer_hash == tokenizer.config.config_hash()
 
 
-def test_tokenizer_card_is_reproduced_on_held_out_real_recordings(measured):
-    expected = card("tokenizer-small")["metrics"]
-    got = measured["tokenizer"]
-    assert set(got) == set(expected) == {"ecg", "eegbci", "myo"}
+@pytest.mark.parametrize(
+    "name, corpora",
+    [
+        ("tokenizer-small-v1", {"ecg", "eegbci", "myo"}),
+        ("tokenizer-small", {"ecg", "eegbci", "eegbci_more", "myo"}),
+    ],
+)
+def test_tokenizer_card_is_reproduced_on_held_out_real_recordings(measured, name, corpora):
+    expected = card(name)["metrics"]
+    got = measured["tokenizer" if name == "tokenizer-small-v1" else name]
+    assert set(got) == set(expected) == corpora
     for name, want in expected.items():
         have = got[name]
         assert have["subjects"] == want["subjects"] and have["channel_windows"] == want["channel_windows"]
@@ -56,6 +68,8 @@ def test_tokenizer_card_is_reproduced_on_held_out_real_recordings(measured):
         assert have["nmse"] == pytest.approx(want["nmse"], rel=0.01), name
         assert have["codebook_used"] == pytest.approx(want["codebook_used"], abs=0.005), name
         assert have["perplexity"] == pytest.approx(want["perplexity"], rel=0.01), name
+        for levels, snr in want.get("snr_db_by_levels", {}).items():
+            assert have["snr_db_by_levels"][levels] == pytest.approx(snr, abs=0.02), (name, levels)
 
 
 def test_foundation_card_is_reproduced_on_held_out_real_recordings(measured):
