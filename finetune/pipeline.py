@@ -3,7 +3,7 @@
 biotok run --out biotok_out                  # the embedded synthetic data, CPU, a few minutes
 biotok run --out runs/real --sources shared_real --data ../shared/data/real --task eegbci_eyes \
     --tokenizer_steps 3000 --pretrain_steps 3000 --size small --mixed_precision bf16   # real data, GPU
-biotok run --tokenizer pretrained_models/tokenizer-small \
+biotok run --tokenizer pretrained_models/tokenizer-small-v1 \
     --foundation pretrained_models/foundation-small   # the shipped models, measured, not trained
 
 prepare (synthetic EEG, emg2qwerty-format EMG, ECG) -> train the tokenizer -> tokenize -> pretrain the
@@ -52,7 +52,7 @@ class RunArgs:
         },
     )
     size: str = "tiny"
-    tokenizer_steps: int = 320
+    tokenizer_steps: int = 900  # ~3 min on 2 cores: held-out synthetic EEG 3.6 dB (docs/BENCHMARKS.md)
     pretrain_steps: int = 600
     classify_epochs: int = 30
     # CTC on a CPU costs ~1 s per window (the paper's 16-head attention with dropout): a few steps show

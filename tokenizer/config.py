@@ -20,7 +20,7 @@ DEFAULT_KERNELS = {
 # What new models use (issue 16): an amplitude-preserving linear patch embedding, a waveform objective
 # and channel positions. The __init__ defaults stay the first design's, so configs saved before load as
 # they were trained.
-FIDELITY = dict(patch_embed="linear", objective="waveform", position_embed=True)
+FIDELITY = dict(patch_embed="linear", objective="waveform", position_embed=True, phase_weight=1.0)
 
 SIZES = {
     # tests and CPU demos
