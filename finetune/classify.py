@@ -58,15 +58,23 @@ class ClassifyArgs:
     foundation_patches: str = field(
         default="", metadata={"help": "pretrained raw-patch foundation ('' skips)"}
     )
-    out: str = "runs/classify"
+    out: str = field(
+        default="runs/classify",
+        metadata={"help": "folder for results.json, table.md, confusion.png and per_subject.png"},
+    )
     seeds: str = "0,1,2"
     folds: int = field(default=-1, metadata={"help": "-1: the task's; 0: leave one group out"})
     rows: str = field(default="", metadata={"help": "only these rows (comma-separated)"})
-    epochs: int = 30
+    epochs: int = field(default=30, metadata={"help": "training epochs of every neural row"})
     batch_size: int = 32
     lr: float = 5e-4
-    probe_lr: float = 5e-3
-    layer_decay: float = 0.65
+    probe_lr: float = field(
+        default=5e-3, metadata={"help": "learning rate of the linear probe on frozen features"}
+    )
+    layer_decay: float = field(
+        default=0.65,
+        metadata={"help": "learning-rate factor per block toward the input when fine-tuning (LaBraM: 0.65)"},
+    )
     weight_decay: float = 0.05
     balance_classes: bool = field(
         default=False, metadata={"help": "weight the loss by inverse class frequency (for imbalanced tasks)"}

@@ -55,18 +55,29 @@ class CTCTrainArgs:
     )
     causal: bool = field(default=False, metadata={"help": "fully causal transformer (can stream)"})
     rvq_levels: int = field(default=0, metadata={"help": "RVQ bottleneck levels after block 1 (0: none)"})
-    rvq_codebook_size: int = 1024
+    rvq_codebook_size: int = field(
+        default=1024, metadata={"help": "codes per level of the RVQ bottleneck (with --rvq_levels)"}
+    )
     foundation: str = field(default="", metadata={"help": "pretrained foundation folder (model=foundation)"})
     tokenizer: str = field(
         default="pretrained_models/tokenizer-small-v1", metadata={"help": "the foundation's tokenizer folder"}
     )
     frames_per_patch: int = field(default=10, metadata={"help": "CTC frames per 200 ms patch (foundation)"})
     teacher: str = field(default="", metadata={"help": "teacher model folder: distil its logits"})
-    kd_alpha: float = 1.0
-    kd_beta: float = 1.0
-    kd_temperature: float = 2.0
+    kd_alpha: float = field(
+        default=1.0, metadata={"help": "weight of the CTC loss when distilling from --teacher"}
+    )
+    kd_beta: float = field(
+        default=1.0, metadata={"help": "weight of the KL divergence to the teacher's logits"}
+    )
+    kd_temperature: float = field(
+        default=2.0, metadata={"help": "softmax temperature of the distillation term"}
+    )
     init_from: str = field(default="", metadata={"help": "start from this model (personalization)"})
-    out: str = "runs/emg2qwerty"
+    out: str = field(
+        default="runs/emg2qwerty",
+        metadata={"help": "run folder: checkpoints/, log.jsonl, results.json, final/"},
+    )
     steps: int = 2000
     batch_size: int = 32
     lr: float = 1e-3
@@ -81,10 +92,19 @@ class CTCTrainArgs:
     stop_at: int = field(default=0, metadata={"help": "stop after this step (0: run to --steps)"})
     mixed_precision: str = field(default="no", metadata={"help": "no | bf16 | fp16"})
     lm_order: int = field(default=6, metadata={"help": "character n-gram order (0: no LM)"})
-    lm_weight: float = 0.5
-    insertion_bonus: float = 0.5
+    lm_weight: float = field(
+        default=0.5, metadata={"help": "weight of the character n-gram language model in beam search"}
+    )
+    insertion_bonus: float = field(
+        default=0.5, metadata={"help": "score added per emitted character in beam search"}
+    )
     beam: int = 50
-    augment: bool = True
+    augment: bool = field(
+        default=True,
+        metadata={
+            "help": "augment training windows: electrode rotation per wrist and a left/right time jitter"
+        },
+    )
     seed: int = 0
     progress: bool = True
 

@@ -31,19 +31,31 @@ from data_prep.errors import ConfigError
 class TableArgs:
     """Train and test every emg2qwerty model family over several seeds; write a Markdown + JSON table."""
 
-    data: str = "biotok_out/data/emg2qwerty"
+    data: str = field(
+        default="biotok_out/data/emg2qwerty",
+        metadata={"help": "folder of emg2qwerty sessions (<session>.hdf5) and splits/"},
+    )
     split: str = field(default="", metadata={"help": "generic split (default: <data>/splits/generic.yaml)"})
     personal_split: str = field(
         default="", metadata={"help": "personalized split (default: <data>/splits/user0.yaml if present)"}
     )
-    out: str = "runs/emg2qwerty_table"
+    out: str = field(
+        default="runs/emg2qwerty_table", metadata={"help": "folder for table.md, results and every run"}
+    )
     seeds: str = "0,1,2"
-    steps: int = 1500
-    personal_steps: int = 300
+    steps: int = field(default=1500, metadata={"help": "training steps of every generic row"})
+    personal_steps: int = field(
+        default=300, metadata={"help": "fine-tuning steps of the personalized row (from the generic TINY)"}
+    )
     batch_size: int = 32
     rvq: str = field(default="1x1024,2x1024,4x1024", metadata={"help": "bottlenecks, levels x codebook size"})
     foundation: str = field(default="", metadata={"help": "pretrained foundation folder ('' skips the row)"})
-    tokenizer: str = "pretrained_models/tokenizer-small-v1"  # the one foundation-small reads
+    tokenizer: str = field(
+        default="pretrained_models/tokenizer-small-v1",
+        metadata={
+            "help": "the foundation's tokenizer folder (foundation-backed row; foundation-small reads v1)"
+        },
+    )
     rows: str = field(default="", metadata={"help": "only these rows (comma-separated names)"})
     runs: str = field(
         default="",
@@ -53,7 +65,7 @@ class TableArgs:
         },
     )
     mixed_precision: str = "no"
-    jobs: int = 1
+    jobs: int = field(default=1, metadata={"help": "runs trained at once (several fit one GPU)"})
     beam: int = 50
     extra: str = field(default="", metadata={"help": "extra flags for every run"})
 

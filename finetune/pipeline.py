@@ -30,7 +30,10 @@ from data_prep.config import run_command
 class RunArgs:
     """Run every stage of biotok on one dataset and summarise it."""
 
-    out: str = "biotok_out"
+    out: str = field(
+        default="biotok_out",
+        metadata={"help": "folder of the whole job: data, corpora, models, tokens and report/"},
+    )
     sources: str = field(default="synthetic", metadata={"help": "sources file or packaged name"})
     data: str = field(
         default="", metadata={"help": "folder the sources' paths are under ('' = synthetic under --out)"}
@@ -51,14 +54,29 @@ class RunArgs:
             "help": "a pretrained foundation folder to use instead of pretraining (needs its --tokenizer)"
         },
     )
-    size: str = "tiny"
-    tokenizer_steps: int = 900  # ~3 min on 2 cores: held-out synthetic EEG 3.6 dB (docs/BENCHMARKS.md)
-    pretrain_steps: int = 600
-    classify_epochs: int = 30
+    size: str = field(
+        default="tiny",
+        metadata={"help": "size of the trained tokenizer and foundation model: tiny | small | base"},
+    )
+    tokenizer_steps: int = field(
+        default=900,
+        metadata={
+            "help": "tokenizer training steps (unless --tokenizer gives one); 900 take ~3 min on 2 cores"
+        },
+    )
+    pretrain_steps: int = field(
+        default=600, metadata={"help": "foundation pretraining steps (unless --foundation gives one)"}
+    )
+    classify_epochs: int = field(default=30, metadata={"help": "training epochs of each classification row"})
     # CTC on a CPU costs ~1 s per window (the paper's 16-head attention with dropout): a few steps show
     # the stage end to end; trained numbers need a GPU (docs/BENCHMARKS.md)
-    ctc_steps: int = 10
-    ctc_batch_size: int = 4
+    ctc_steps: int = field(
+        default=10,
+        metadata={
+            "help": "emg2qwerty CTC training steps (a CPU shows the stage; trained numbers need a GPU)"
+        },
+    )
+    ctc_batch_size: int = field(default=4, metadata={"help": "emg2qwerty windows per CTC step"})
     batch_size: int = 16
     mixed_precision: str = "no"
     progress: bool = True

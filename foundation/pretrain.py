@@ -49,11 +49,16 @@ class PretrainArgs:
         default="tokens", metadata={"help": "tokens | patches (raw patches in, codes as targets)"}
     )
     target_levels: int = field(default=0, metadata={"help": "RVQ levels read and predicted (0: all)"})
-    mask_ratio: float = 0.5
+    mask_ratio: float = field(
+        default=0.5, metadata={"help": "fraction of the (channel, patch) positions masked in each window"}
+    )
     symmetric_masking: bool = field(
         default=False, metadata={"help": "LaBraM: a second pass with the complement"}
     )
-    out: str = "runs/foundation"
+    out: str = field(
+        default="runs/foundation",
+        metadata={"help": "run folder: checkpoints/, log.jsonl, eval.jsonl, final/ (the pretrained model)"},
+    )
     steps: int = 300
     batch_size: int = 16
     grad_accum: int = 1

@@ -227,9 +227,14 @@ class TokenizeArgs:
     """Run a trained tokenizer over prepared corpora and store the codes."""
 
     tokenizer: str = field(metadata={"help": "trained tokenizer folder (config.json + model.safetensors)"})
-    corpora: list[str] = field(default_factory=lambda: ["biotok_out/corpora"])
-    out: str = "biotok_out/tokens"
-    batch_size: int = 64
+    corpora: list[str] = field(
+        default_factory=lambda: ["biotok_out/corpora"],
+        metadata={"help": "prepared corpus folders (or folders of corpora) to tokenize"},
+    )
+    out: str = field(
+        default="biotok_out/tokens", metadata={"help": "folder that receives one token corpus per corpus"}
+    )
+    batch_size: int = field(default=64, metadata={"help": "windows per encode batch"})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:1 ..."})
     progress: bool = True
 

@@ -51,7 +51,10 @@ class TokenizerTrainArgs:
             "help": 'JSON: TokenizerConfig fields over the size\'s, e.g. {"code_dim": 8, "patch_embed": "conv"}'
         },
     )
-    out: str = field(default="runs/tokenizer")
+    out: str = field(
+        default="runs/tokenizer",
+        metadata={"help": "run folder: checkpoints/, log.jsonl, final/ (the trained model)"},
+    )
     steps: int = 300
     batch_size: int = 16
     lr: float = 2e-3
