@@ -8,6 +8,10 @@ import sys
 # subcommand words -> ("module" with main(argv), or "module:function", one-line help)
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("run",): ("finetune.pipeline", "the main job: every stage end to end on one dataset, then a summary"),
+    ("download",): (
+        "data_prep.download",
+        "fetch the public datasets the sources describe (resumable, checksummed)",
+    ),
     ("prepare",): ("data_prep.prepare", "build corpora from real files or the embedded synthetic data"),
     ("pack",): ("data_prep.pack:main_pack", "prepared corpora as one compact file, to move between machines"),
     ("unpack",): ("data_prep.pack:main_unpack", "rebuild corpora from a pack file"),
