@@ -19,7 +19,7 @@ steps=${STEPS:-2000}
 work=$(mktemp -d)
 export PYTHONUNBUFFERED=1
 mkdir -p "$out"
-python -m data_prep.cli unpack --pack "$pack" --out "$work/corpora" --progress false
+python -m biotok.cli unpack --pack "$pack" --out "$work/corpora" --progress false
 
 if [ "$mode" = ablation ]; then
     python benchmarks/tokenizer_fidelity.py --corpora "$work/corpora" --out "$work/ablation" --steps "$steps" \

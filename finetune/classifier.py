@@ -11,10 +11,10 @@ import torch
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
+from core.blocks import init_weights
+from core.training import weight_decay_groups
 from foundation.config import FoundationConfig
 from foundation.model import BiotokFoundation
-from tokenizer.checkpoint import weight_decay_groups
-from tokenizer.model import init_weights
 
 
 class ClassifierConfig(PretrainedConfig):

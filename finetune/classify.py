@@ -25,13 +25,13 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
+from core.training import lr_lambda
 from data_prep.atomic import atomic_path
 from data_prep.config import run_command
 from data_prep.errors import ConfigError
 from data_prep.presets import patchify
 from foundation.model import BiotokFoundation
 from tokenizer.model import BiotokTokenizer
-from tokenizer.train import lr_lambda
 
 from .classifier import BiotokClassifier, layer_decay_groups
 from .classify_data import ClassifyTask, Epochs, group_folds, load_epochs

@@ -24,17 +24,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data_prep.config import run_command
-from data_prep.errors import ConfigError
-from foundation.tracking import JSONLinesTracker
-from tokenizer.checkpoint import (
+from core.training import (
     end_training,
     latest_checkpoint,
     load_checkpoint,
+    lr_lambda,
     save_run_checkpoint,
     weight_decay_groups,
 )
-from tokenizer.train import lr_lambda
+from data_prep.config import run_command
+from data_prep.errors import ConfigError
+from foundation.tracking import JSONLinesTracker
 
 from .cer import EditCounts, edit_counts
 from .ctc import ctc_loss, distillation_loss

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
-from tokenizer.model import KVCache, StaticKVCache, Transformer, init_weights
+from core.blocks import KVCache, StaticKVCache, Transformer, init_weights
 from tokenizer.rvq import ResidualVQ
 
 from .charset import N_CLASSES

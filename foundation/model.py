@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 
-from tokenizer.model import ConvBranch, Transformer, init_weights, vocabulary_ids
+from core.blocks import ConvBranch, Transformer, init_weights
+from core.channels import vocabulary_ids
 
 from .config import FoundationConfig
 

@@ -15,17 +15,17 @@ from pathlib import Path
 
 import torch
 
-from data_prep.config import run_command
-from data_prep.errors import ConfigError
-from data_prep.mixing import MixedCorpus, collate_windows
-from tokenizer.checkpoint import (
+from core.training import (
     end_training,
     latest_checkpoint,
     load_checkpoint,
+    lr_lambda,
     save_run_checkpoint,
     weight_decay_groups,
 )
-from tokenizer.train import lr_lambda
+from data_prep.config import run_command
+from data_prep.errors import ConfigError
+from data_prep.mixing import MixedCorpus, collate_windows
 
 from .config import SIZES, FoundationConfig
 from .model import BiotokFoundation, masked_positions, random_mask

@@ -33,7 +33,7 @@ def test_auto_model_loads_every_shipped_model(folder, monkeypatch):
 
 
 def _command_dataclasses():
-    from data_prep.cli import COMMANDS
+    from biotok.cli import COMMANDS
 
     for words, (target, _) in COMMANDS.items():
         module = importlib.import_module(target.partition(":")[0])

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from biotok.pipeline import RunArgs, run
 from data_prep.errors import ConfigError
-from finetune.pipeline import RunArgs, run
 
 
 def test_main_job_runs_every_stage_and_reports_real_numbers(tmp_path):

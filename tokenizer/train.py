@@ -7,7 +7,6 @@ accelerate launch -m tokenizer.train --corpora ... --mixed_precision bf16
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -16,19 +15,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.training import (
+    end_training,
+    latest_checkpoint,
+    load_checkpoint,
+    lr_lambda,
+    save_run_checkpoint,
+    weight_decay_groups,
+)
 from data_prep.config import run_command
 from data_prep.corpus import Corpus, load_corpora
 from data_prep.errors import ConfigError
 from data_prep.mixing import MixedCorpus
 from data_prep.presets import eeg_site_names
 
-from .checkpoint import (
-    end_training,
-    latest_checkpoint,
-    load_checkpoint,
-    save_run_checkpoint,
-    weight_decay_groups,
-)
 from .config import TokenizerConfig
 from .metrics import codebook_stats, reconstruction_metrics
 from .model import BiotokTokenizer
@@ -128,16 +128,6 @@ def augment_patches(signal: torch.Tensor, patch_len: int, rng: np.random.Generat
         n -= 1
     signs = torch.from_numpy(rng.choice(np.array([-1.0, 1.0], np.float32), size=b))
     return (signal * signs[:, None, None]).reshape(b, c, n, patch_len)
-
-
-def lr_lambda(warmup: int, total: int):
-    def schedule(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    return schedule
 
 
 @torch.no_grad()

@@ -8,6 +8,7 @@ in JSON, written to a temporary folder and renamed. Shared by every stage's trai
 from __future__ import annotations
 
 import json
+import math
 import random
 import shutil
 from pathlib import Path
@@ -163,3 +164,13 @@ def end_training(accelerator) -> None:
     accelerator.free_memory()  # Accelerate's own references to the wrapper
     gc.collect()
     accelerator.end_training()
+
+
+def lr_lambda(warmup: int, total: int):
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return schedule

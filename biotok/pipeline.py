@@ -99,14 +99,13 @@ def _last_eval(log: Path, key: str) -> dict:
 def run(args: RunArgs) -> dict:
     from data_prep.prepare import PrepareArgs
     from data_prep.prepare import run as prepare
+    from finetune.classify import ClassifyArgs
+    from finetune.classify import run as classify
+    from finetune.emg2qwerty import CTCTrainArgs, finetune
     from foundation.pretrain import PretrainArgs, pretrain
     from foundation.tokens import TokenizeArgs
     from foundation.tokens import run as tokenize
     from tokenizer.train import TokenizerTrainArgs, train
-
-    from .classify import ClassifyArgs
-    from .classify import run as classify
-    from .emg2qwerty import CTCTrainArgs, finetune
 
     out = Path(args.out)
     data = Path(args.data) if args.data else out / "data"

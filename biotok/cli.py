@@ -7,7 +7,7 @@ import sys
 
 # subcommand words -> ("module" with main(argv), or "module:function", one-line help)
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
-    ("run",): ("finetune.pipeline", "the main job: every stage end to end on one dataset, then a summary"),
+    ("run",): ("biotok.pipeline", "the main job: every stage end to end on one dataset, then a summary"),
     ("download",): (
         "data_prep.download",
         "fetch the public datasets the sources describe (resumable, checksummed)",
