@@ -51,7 +51,7 @@ def dataset_files(name: str) -> list[tuple[str, str]]:
     if name == "myo-armband":
         people = ("Female0", "Female1", "Male0", "Male1")
         paths = [f"PreTrainingDataset/{p}/training0/classe_{k}.dat" for p in people for k in range(28)]
-        return [(f"{MYO_REPO}/{path}", path) for path in ["LICENSE"] + paths]
+        return [(f"{MYO_REPO}/{path}", path) for path in paths]
     raise ConfigError("datasets", f"unknown dataset {name!r}; known: {DATASETS}")
 
 
