@@ -174,3 +174,16 @@ def lr_lambda(warmup: int, total: int):
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
     return schedule
+
+
+def resume_run(out: Path, resume: bool, model, optimizer, scheduler, accelerator, sampler=None) -> int:
+    """Load the newest checkpoint under `out/checkpoints` (when `resume` and one exists) into the
+    unprepared model, optimizer and scheduler, and this rank's sampler; returns the step to start at."""
+    checkpoint = latest_checkpoint(Path(out) / "checkpoints") if resume else None
+    if checkpoint is None:
+        return 0
+    state = load_checkpoint(checkpoint, model, optimizer, scheduler)
+    if sampler is not None:
+        sampler.load_state_dict(state["samplers"][accelerator.process_index])
+    accelerator.print(f"resumed from {checkpoint} at step {state['step']}")
+    return state["step"]

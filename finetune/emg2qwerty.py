@@ -26,9 +26,8 @@ import torch
 
 from core.training import (
     end_training,
-    latest_checkpoint,
-    load_checkpoint,
     lr_lambda,
+    resume_run,
     save_run_checkpoint,
     weight_decay_groups,
 )
@@ -250,11 +249,8 @@ def finetune(args: CTCTrainArgs) -> dict:
     ]
     optimizer = torch.optim.AdamW(groups, lr=args.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(args.warmup_steps, args.steps))
-    start = 0
-    checkpoint = latest_checkpoint(out / "checkpoints") if args.resume else None
-    if checkpoint is not None:
-        start = load_checkpoint(checkpoint, model, optimizer, scheduler)["step"]
-        accelerator.print(f"resumed from {checkpoint} at step {start}")
+    # batches are functions of (seed, rank, step): no sampler state to restore
+    start = resume_run(out, args.resume, model, optimizer, scheduler, accelerator)
     model, optimizer = accelerator.prepare(model, optimizer)
     raw = accelerator.unwrap_model(model)
     if accelerator.is_main_process:

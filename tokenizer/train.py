@@ -17,9 +17,8 @@ import torch
 
 from core.training import (
     end_training,
-    latest_checkpoint,
-    load_checkpoint,
     lr_lambda,
+    resume_run,
     save_run_checkpoint,
     weight_decay_groups,
 )
@@ -206,13 +205,7 @@ def train(args: TokenizerTrainArgs) -> Path:
         lr=args.lr,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(args.warmup_steps, args.steps))
-    start_step = 0
-    checkpoint = latest_checkpoint(out / "checkpoints") if args.resume else None
-    if checkpoint is not None:
-        state = load_checkpoint(checkpoint, model, optimizer, scheduler)
-        start_step = state["step"]
-        sampler.load_state_dict(state["samplers"][accelerator.process_index])
-        accelerator.print(f"resumed from {checkpoint} at step {start_step}")
+    start_step = resume_run(out, args.resume, model, optimizer, scheduler, accelerator, sampler)
     model, optimizer = accelerator.prepare(model, optimizer)
     raw_model = accelerator.unwrap_model(model)
     if accelerator.is_main_process:
