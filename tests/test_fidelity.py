@@ -166,3 +166,17 @@ def test_rd_command_writes_the_table_and_figure(tiny_eeg, tmp_path):
     assert (tmp_path / "rd" / "rd.png").stat().st_size > 10_000 and "spatial" in (
         tmp_path / "rd" / "rd.md"
     ).read_text()
+    # a folder of recordings as they come (the synthetic EEG FIF files), no corpus prepared
+    out = tmp_path / "rd2"
+    args = [
+        "--tokenizer",
+        str(tmp_path / "tok"),
+        "--recordings",
+        str(tmp_path / "raw" / "eeg"),
+        "--levels",
+        "1",
+    ]
+    assert main([*args, "--out", str(out)]) == 0
+    rows = json.loads((out / "rd.json").read_text())
+    assert [r["corpus"] for r in rows] == ["recordings"] and rows[0]["rows"] > 0
+    assert rows[0]["spatial_dct"]["pca_fitted_on"] == "evaluated windows"

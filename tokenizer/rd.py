@@ -208,18 +208,25 @@ class RDArgs:
     out: str = field(default="rd_out", metadata={"help": "folder for rd.json, rd.md and rd.png"})
 
 
+# recording formats MNE reads (a BrainVision set is opened by its .vhdr header)
+MNE_SUFFIXES = (".edf", ".bdf", ".gdf", ".fif", ".set", ".vhdr", ".cnt", ".mff", ".nxe")
+
+
 def recordings_corpus(folder: str, preset: str, work: str) -> dict[str, Corpus]:
-    """Every MNE-readable file under `folder`, prepared with `preset`, one subject per file."""
+    """Every MNE-readable recording under `folder`, prepared with `preset`, one subject per file;
+    files MNE cannot read are skipped and listed in the corpus manifest."""
     from data_prep.corpus import CorpusSpec, SourceSpec, prepare_corpus
     from data_prep.presets import get_preset
 
-    pattern = "**/*.[efbsvEFBSV]*"  # .edf .bdf .fif .set .vhdr and the like
-    spec = CorpusSpec(
-        "recordings",
-        get_preset(preset),
-        [SourceSpec(pattern, "mne", subject=r"([^/]+)\.\w+$")],
+    present = sorted({f.suffix.lower() for f in Path(folder).rglob("*") if f.suffix.lower() in MNE_SUFFIXES})
+    if not present:
+        raise ConfigError("recordings", f"no recording MNE reads ({', '.join(MNE_SUFFIXES)}) under {folder}")
+    sources = [SourceSpec(f"**/*{suffix}", "mne", subject=r"([^/]+)\.\w+$") for suffix in present]
+    report = prepare_corpus(
+        CorpusSpec("recordings", get_preset(preset), sources), folder, work, "skip", False
     )
-    prepare_corpus(spec, folder, work, on_error="skip", progress=False)
+    for skipped in report.skipped_files:
+        print(f"skipped {skipped['file']}: {skipped['error']}")
     return load_corpora(Path(work) / "recordings")
 
 
