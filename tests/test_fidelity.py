@@ -106,15 +106,18 @@ def test_old_configs_load_with_the_first_design():
         TokenizerConfig(patch_embed="fft")
 
 
-def test_pack_round_trip_keeps_everything_but_quantisation_noise(tmp_path):
+def test_pack_round_trip_keeps_everything_but_quantisation_noise(synthetic_root, tmp_path):
     from data_prep.corpus import Corpus, load_corpora
     from data_prep.pack import pack_corpora, unpack_corpora
     from data_prep.prepare import PrepareArgs, run
-    from data_prep.synthetic import write_default_dataset
-    from tests.conftest import TINY_SYNTHETIC
 
-    write_default_dataset(tmp_path / "raw", TINY_SYNTHETIC, progress=False)
-    run(PrepareArgs(synthetic=True, root=str(tmp_path / "raw"), out=str(tmp_path / "c"), progress=False))
+    # EEG and ECG: two presets, two montages; the 1 kHz EMG would only add compression time
+    corpora = ["eeg_synthetic", "ecg_synthetic"]
+    run(
+        PrepareArgs(
+            synthetic=True, root=str(synthetic_root), out=str(tmp_path / "c"), corpora=corpora, progress=False
+        )
+    )
     corpora = load_corpora(tmp_path / "c")
     sizes = pack_corpora(corpora, tmp_path / "p.pack", snr_db=40, progress=False)
     assert all(packed < raw / 2 for _, raw, packed in sizes.values()), sizes
@@ -135,14 +138,19 @@ def test_pack_round_trip_keeps_everything_but_quantisation_noise(tmp_path):
         unpack_corpora(truncated, tmp_path / "v", progress=False)
 
 
-def test_rd_command_writes_the_table_and_figure(tiny_eeg, tmp_path):
+def test_rd_command_writes_the_table_and_figure(synthetic_root, tmp_path):
     from data_prep.prepare import PrepareArgs, run
-    from data_prep.synthetic import write_default_dataset
-    from tests.conftest import TINY_SYNTHETIC
     from tokenizer.rd import main
 
-    write_default_dataset(tmp_path / "raw", TINY_SYNTHETIC, progress=False)
-    run(PrepareArgs(synthetic=True, root=str(tmp_path / "raw"), out=str(tmp_path / "c"), progress=False))
+    run(
+        PrepareArgs(
+            synthetic=True,
+            root=str(synthetic_root),
+            out=str(tmp_path / "c"),
+            corpora=["eeg_synthetic"],
+            progress=False,
+        )
+    )
     from data_prep.corpus import Corpus
 
     corpus = Corpus(tmp_path / "c" / "eeg_synthetic")
@@ -172,7 +180,7 @@ def test_rd_command_writes_the_table_and_figure(tiny_eeg, tmp_path):
         "--tokenizer",
         str(tmp_path / "tok"),
         "--recordings",
-        str(tmp_path / "raw" / "eeg"),
+        str(synthetic_root / "eeg"),
         "--levels",
         "1",
     ]

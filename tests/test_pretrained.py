@@ -22,12 +22,9 @@ def card(name: str) -> dict:
 @pytest.fixture(scope="module")
 def measured(real, tmp_path_factory) -> dict:
     """tokenizer-small-v1 with foundation-small (which reads its codes), and tokenizer-small alone."""
-    cards = measure(
-        real, MODELS / "tokenizer-small-v1", MODELS / "foundation-small", tmp_path_factory.mktemp("card")
-    )
-    cards["tokenizer-small"] = measure(
-        real, MODELS / "tokenizer-small", None, tmp_path_factory.mktemp("card")
-    )["tokenizer"]
+    work = tmp_path_factory.mktemp("card")  # one folder: the second measure reuses the prepared shards
+    cards = measure(real, MODELS / "tokenizer-small-v1", MODELS / "foundation-small", work)
+    cards["tokenizer-small"] = measure(real, MODELS / "tokenizer-small", None, work)["tokenizer"]
     return cards
 
 
