@@ -102,12 +102,19 @@ def unpack_corpora(pack: str | Path, out: str | Path, progress: bool = True) -> 
     except (tarfile.TarError, OSError) as err:
         raise BiosignalError(pack, "file", f"not a readable biotok pack ({err})") from err
     with tar:
-        names = tar.getnames()
+        try:
+            names = tar.getnames()
+        except (tarfile.TarError, EOFError) as err:
+            raise BiosignalError(pack, "file", f"truncated or corrupt pack ({err})") from err
 
         def read(member: str) -> bytes:
             if member not in names:
                 raise BiosignalError(pack, member, "missing from the pack (truncated or not a biotok pack?)")
-            return tar.extractfile(member).read()
+            try:
+                data = tar.extractfile(member).read()
+                return lzma.decompress(data) if member.endswith(".xz") else data
+            except (tarfile.TarError, EOFError, lzma.LZMAError) as err:
+                raise BiosignalError(pack, member, f"truncated or corrupt ({err})") from err
 
         head = json.loads(read("pack.json"))
         if head.get("format") != PACK_FORMAT:
@@ -117,10 +124,10 @@ def unpack_corpora(pack: str | Path, out: str | Path, progress: bool = True) -> 
         folders = []
         for name in sorted({n.split("/")[0] for n in names if "/" in n}):
             header = json.loads(read(f"{name}/header.json"))
-            rows = lzma.decompress(read(f"{name}/rows.jsonl.xz")).decode().split("\n")
+            rows = read(f"{name}/rows.jsonl.xz").decode().split("\n")
             rows = [json.loads(r) for r in rows if r]
-            steps = np.frombuffer(lzma.decompress(read(f"{name}/steps.f32.xz")), np.float32)
-            flat = np.frombuffer(lzma.decompress(read(f"{name}/signal.xz")), np.dtype(header["dtype"]))
+            steps = np.frombuffer(read(f"{name}/steps.f32.xz"), np.float32)
+            flat = np.frombuffer(read(f"{name}/signal.xz"), np.dtype(header["dtype"]))
             expected = sum(r["n_channels"] * r["n_times"] for r in rows)
             if flat.size != expected or steps.size != sum(r["n_channels"] for r in rows):
                 raise BiosignalError(pack, f"{name}/signal.xz", f"{flat.size} samples, expected {expected}")

@@ -115,7 +115,11 @@ def test_pack_round_trip_keeps_everything_but_quantisation_noise(synthetic_root,
     corpora = ["eeg_synthetic", "ecg_synthetic"]
     run(
         PrepareArgs(
-            synthetic=True, root=str(synthetic_root), out=str(tmp_path / "c"), corpora=corpora, progress=False
+            sources="synthetic",
+            root=str(synthetic_root),
+            out=str(tmp_path / "c"),
+            corpora=corpora,
+            progress=False,
         )
     )
     corpora = load_corpora(tmp_path / "c")
@@ -144,7 +148,7 @@ def test_rd_command_writes_the_table_and_figure(synthetic_root, tmp_path):
 
     run(
         PrepareArgs(
-            synthetic=True,
+            sources="synthetic",
             root=str(synthetic_root),
             out=str(tmp_path / "c"),
             corpora=["eeg_synthetic"],
