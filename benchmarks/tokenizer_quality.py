@@ -21,25 +21,10 @@ import numpy as np
 import torch
 
 from data_prep.corpus import load_corpora
-from tokenizer.baseline import dct_bits, dct_codec, dct_settings
 from tokenizer.evaluate import reconstruct, row_metrics
 from tokenizer.metrics import codebook_stats
 from tokenizer.model import BiotokTokenizer
-
-
-def dct_row(target: np.ndarray, patch_len: int, budget: float) -> dict:
-    patches = target.reshape(target.shape[0], -1, patch_len)
-    # a budget below one coefficient codes nothing: the decoder outputs zeros
-    zeros = np.zeros_like(target)
-    best = {**row_metrics(target, zeros), "n_kept": 0, "value_bits": 0, "estimate": zeros}
-    best["bits_per_patch"] = 0
-    for n_kept, value_bits in dct_settings(patch_len, budget):
-        estimate = dct_codec(patches, n_kept, value_bits).reshape(target.shape)
-        m = row_metrics(target, estimate)
-        if m["snr_db"] > best["snr_db"]:
-            best = {**m, "n_kept": n_kept, "value_bits": value_bits, "estimate": estimate}
-            best["bits_per_patch"] = dct_bits(patch_len, n_kept, value_bits)
-    return best
+from tokenizer.rd import best_dct
 
 
 def plot_usage(per_corpus: dict, path: Path) -> None:
@@ -137,7 +122,7 @@ def main() -> None:
             bits = cfg.bits_per_channel_second(preset.name, n)
             budget = bits * preset.patch_len / preset.sfreq  # bits per patch
             tok = row_metrics(result["target"], result["estimate"][n])
-            dct = dct_row(result["target"], preset.patch_len, budget)
+            dct, dct_estimate = best_dct(result["target"], preset.patch_len, budget)
             table.append(
                 {
                     "corpus": name,
@@ -147,7 +132,7 @@ def main() -> None:
                     "levels": n,
                     "bits_per_channel_second": bits,
                     "tokenizer": tok,
-                    "dct": {k: v for k, v in dct.items() if k != "estimate"},
+                    "dct": dct,
                 }
             )
             print(
@@ -173,7 +158,7 @@ def main() -> None:
                     "unit": "µV" if corpus.column("unit")[0] in ("uV", "µV") else corpus.column("unit")[0],
                     "target": tgt * spread + center,
                     "tokenizer": est * spread + center,
-                    "dct": dct["estimate"] * spread + center,
+                    "dct": dct_estimate * spread + center,
                     "label_tok": f"biotok, {n} levels ({bits:.0f} b/ch/s)",
                     "label_dct": f"DCT, {dct['n_kept']} coeffs x {dct['value_bits']} b ({bits:.0f} b/ch/s)",
                 }

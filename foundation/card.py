@@ -36,26 +36,31 @@ START, END = "<!-- card-metrics:start -->", "<!-- card-metrics:end -->"
 METRICS_FILE = "card_metrics.json"
 
 
-def holdout_fraction(folder: str | Path, default: float | None = None) -> float:
-    """The held-out fraction of the run that trained the model in `folder` (its saved run arguments,
-    beside the model or in the run folder above it); `default` when none are saved, else an error."""
+def run_args(folder: str | Path) -> dict | None:
+    """The saved arguments of the run that trained the model in `folder` (beside the model or in the
+    run folder above it), or None."""
     for where in (Path(folder), Path(folder).parent):
         for name in ("train_args.json", "pretrain_args.json"):
             if (where / name).exists():
-                return float(json.loads((where / name).read_text())["holdout_fraction"])
+                return json.loads((where / name).read_text())
+    return None
+
+
+def holdout_fraction(folder: str | Path, default: float | None = None) -> float:
+    """The held-out fraction of the run that trained the model in `folder`; `default` when none are
+    saved, else an error."""
+    args = run_args(folder)
+    if args is not None:
+        return float(args["holdout_fraction"])
     if default is not None:
         return default
     raise BiosignalError(folder, "train_args.json", "no run arguments saved beside the model")
 
 
 def holdout_subjects(folder: str | Path) -> dict[str, list[str]]:
-    """The subjects the run that trained the model in `folder` held out by name (`--holdout_subjects`),
-    {} when it held out by fraction only."""
-    for where in (Path(folder), Path(folder).parent):
-        if (where / "train_args.json").exists():
-            given = json.loads((where / "train_args.json").read_text()).get("holdout_subjects") or ""
-            return json.loads(given) if given else {}
-    return {}
+    """The subjects that run held out by name (`--holdout_subjects`), {} when it held out by fraction only."""
+    given = (run_args(folder) or {}).get("holdout_subjects") or ""
+    return json.loads(given) if given else {}
 
 
 def prepare_real(
@@ -105,7 +110,8 @@ def tokenizer_metrics(
             "codebook_used": float(usage["used"].mean()),
             "perplexity": float(usage["perplexity"].mean()),
             "snr_db_by_levels": {
-                str(n): row_metrics(rows["target"], rows["estimate"][n])["snr_db"] for n in [*fewer, levels]
+                **{str(n): row_metrics(rows["target"], rows["estimate"][n])["snr_db"] for n in fewer},
+                str(levels): quality["snr_db"],
             },
             "bits_per_channel_second": {
                 str(n): model.config.bits_per_channel_second(corpus.preset.name, n) for n in [*fewer, levels]

@@ -30,6 +30,7 @@ from data_prep.corpus import Corpus, load_corpora
 from data_prep.errors import ConfigError
 
 from .baseline import (
+    dct_bits,
     dct_codec,
     dct_settings,
     fit_spatial_pca,
@@ -40,15 +41,26 @@ from .evaluate import reconstruct, row_metrics
 from .model import BiotokTokenizer
 
 
-def best_dct(target: np.ndarray, patch_len: int, budget: float) -> dict:
-    """The per-channel DCT codec's best setting for rows `(n, T)` at `budget` bits per patch."""
-    best = {**row_metrics(target, np.zeros_like(target)), "setting": "nothing fits"}
+def best_dct(target: np.ndarray, patch_len: int, budget: float) -> tuple[dict, np.ndarray]:
+    """The per-channel DCT codec's best value-bit setting for rows `(n, T)` at `budget` bits per patch:
+    (metrics with the setting, its reconstruction). Below one coefficient nothing is coded: zeros."""
+    estimate = np.zeros_like(target)
+    best = {**row_metrics(target, estimate), "setting": "nothing fits", "n_kept": 0, "value_bits": 0}
+    best["bits_per_patch"] = 0
     patches = target.reshape(target.shape[0], -1, patch_len)
     for n_kept, value_bits in dct_settings(patch_len, budget):
-        metrics = row_metrics(target, dct_codec(patches, n_kept, value_bits).reshape(target.shape))
+        candidate = dct_codec(patches, n_kept, value_bits).reshape(target.shape)
+        metrics = row_metrics(target, candidate)
         if metrics["snr_db"] > best["snr_db"]:
-            best = {**metrics, "setting": f"{n_kept} x {value_bits} b"}
-    return best
+            best = {
+                **metrics,
+                "setting": f"{n_kept} x {value_bits} b",
+                "n_kept": n_kept,
+                "value_bits": value_bits,
+            }
+            best["bits_per_patch"] = dct_bits(patch_len, n_kept, value_bits)
+            estimate = candidate
+    return best, estimate
 
 
 def best_spatial(
@@ -76,17 +88,28 @@ def stack_by_montage(corpus: Corpus) -> dict[tuple[str, ...], np.ndarray]:
     return {names: np.stack(w) for names, w in groups.items()}
 
 
-def spatial_rows(held: Corpus, fit: Corpus | None, patch_len: int, budget_per_channel: float) -> dict:
-    """Spatial codec metrics pooled over the held-out windows of every montage; the PCA of each montage
-    is fitted on `fit`'s windows of that montage, or on the held-out ones themselves ("oracle")."""
+def spatial_bases(held: Corpus, fit: Corpus | None) -> tuple[list[tuple[np.ndarray, ...]], bool]:
+    """Per montage of the held-out windows: (windows `(n, C, T)`, PCA basis, channel means), the PCA
+    fitted on `fit`'s windows of that montage, or on the held-out ones themselves; and whether any
+    montage needed that "oracle" fit. Independent of the bit budget: computed once per corpus."""
     fitted = stack_by_montage(fit) if fit is not None and len(fit) else {}
-    targets, estimates, oracle, settings = [], [], False, set()
+    montages, oracle = [], False
     for names, windows in stack_by_montage(held).items():
         source = fitted.get(names)
         if source is None:
             source, oracle = windows, True
-        basis, mean = fit_spatial_pca(source)
-        metrics, estimate = best_spatial(windows, basis, mean, patch_len, budget_per_channel * len(names))
+        montages.append((windows, *fit_spatial_pca(source)))
+    return montages, oracle
+
+
+def spatial_rows(
+    montages: list[tuple[np.ndarray, ...]], oracle: bool, patch_len: int, budget_per_channel: float
+) -> dict:
+    """Spatial codec metrics pooled over every montage's windows (from `spatial_bases`)."""
+    targets, estimates, settings = [], [], set()
+    for windows, basis, mean in montages:
+        budget = budget_per_channel * windows.shape[1]
+        metrics, estimate = best_spatial(windows, basis, mean, patch_len, budget)
         settings.add(metrics["setting"])
         targets.append(windows.reshape(-1, windows.shape[-1]))
         estimates.append(estimate.reshape(-1, windows.shape[-1]))
@@ -114,6 +137,7 @@ def rate_distortion(
     result = reconstruct(model, held, levels, batch_size, device, continuous=True)
     target = result["target"]
     bound = row_metrics(target, result["estimate"]["continuous"])
+    montages, oracle = spatial_bases(held, fit) if baselines else ([], False)
     rows = []
     for n in levels:
         bits = cfg.bits_per_channel_second(preset.name, n)
@@ -131,8 +155,8 @@ def rate_distortion(
             }
         )
         if baselines:
-            rows[-1]["dct"] = best_dct(target, preset.patch_len, per_patch)
-            rows[-1]["spatial_dct"] = spatial_rows(held, fit, preset.patch_len, per_patch)
+            rows[-1]["dct"] = best_dct(target, preset.patch_len, per_patch)[0]
+            rows[-1]["spatial_dct"] = spatial_rows(montages, oracle, preset.patch_len, per_patch)
     return rows
 
 
