@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import json
 import math
+import queue
 import random
 import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,19 +49,61 @@ def _join_optimizer(tensors: dict[str, torch.Tensor], rest: dict) -> dict:
     return {"state": state, "param_groups": rest["param_groups"]}
 
 
+def full_state_dicts(model: torch.nn.Module, optimizer=None) -> tuple[dict, dict | None]:
+    """The whole model's (and optimizer's) state, as one process without sharding would hold it.
+
+    Under FSDP2 the parameters are sharded DTensors: the full tensors are gathered (a collective: call
+    it on every rank) onto the CPU of rank 0, and the optimizer state keyed by parameter name is put
+    back in `torch.optim`'s order, so a checkpoint loads into an unsharded model and optimizer before
+    `accelerator.prepare` shards them again. Other ranks get empty dicts."""
+    from torch.distributed.tensor import DTensor
+
+    if not any(isinstance(p, DTensor) for p in model.parameters()):
+        return model.state_dict(), optimizer.state_dict() if optimizer is not None else None
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    weights = get_model_state_dict(model, options=options)
+    if optimizer is None:
+        return weights, None
+    by_name = get_optimizer_state_dict(model, optimizer, options=options)
+    if not by_name:
+        return weights, {}
+    index, groups = {}, []
+    for group in by_name["param_groups"]:
+        for name in group["params"]:
+            index[name] = len(index)
+        groups.append({**group, "params": [index[name] for name in group["params"]]})
+    state = {index[name]: value for name, value in by_name["state"].items()}
+    return weights, {"state": state, "param_groups": groups}
+
+
 def save_checkpoint(
-    folder: str | Path, model: torch.nn.Module, optimizer, scheduler, step: int, extra: dict, keep: int = 2
+    folder: str | Path,
+    model: torch.nn.Module | dict,
+    optimizer,
+    scheduler,
+    step: int,
+    extra: dict,
+    keep: int = 2,
 ) -> Path:
-    """Write `folder/step_{step}` atomically and keep only the newest `keep` checkpoints."""
+    """Write `folder/step_{step}` atomically and keep only the newest `keep` checkpoints. `model` and
+    `optimizer` may be given as their state dicts (see `full_state_dicts`)."""
     folder = Path(folder)
+    weights = model if isinstance(model, dict) else model.state_dict()
+    optimizer_state = optimizer if isinstance(optimizer, dict) else optimizer.state_dict()
     final = folder / f"step_{step:06d}"
     with atomic_path(final) as tmp:
         tmp.mkdir(parents=True)
         save_file(
-            {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+            {k: v.detach().cpu().contiguous() for k, v in weights.items()},
             str(tmp / "model.safetensors"),
         )
-        opt_tensors, opt_rest = _split_optimizer(optimizer.state_dict())
+        opt_tensors, opt_rest = _split_optimizer(optimizer_state)
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
@@ -145,8 +192,20 @@ def save_run_checkpoint(accelerator, folder: Path, model, optimizer, scheduler, 
     samplers = (
         gather_object([sampler.state_dict()]) if accelerator.num_processes > 1 else [sampler.state_dict()]
     )
+    weights, optimizer_state = full_state_dicts(model, optimizer)  # every rank: a collective under FSDP
     if accelerator.is_main_process:
-        save_checkpoint(folder, model, optimizer, scheduler, step, {"samplers": samplers})
+        save_checkpoint(folder, weights, optimizer_state, scheduler, step, {"samplers": samplers})
+
+
+def checkpoint_saver(accelerator, out: Path, model, optimizer, scheduler, sampler=None):
+    """`on_save(step)` of a training loop: `save_run_checkpoint` into `out/checkpoints`."""
+
+    def on_save(step: int) -> None:
+        save_run_checkpoint(
+            accelerator, Path(out) / "checkpoints", model, optimizer, scheduler, step, sampler
+        )
+
+    return on_save
 
 
 def end_training(accelerator) -> None:
@@ -187,3 +246,143 @@ def resume_run(out: Path, resume: bool, model, optimizer, scheduler, accelerator
         sampler.load_state_dict(state["samplers"][accelerator.process_index])
     accelerator.print(f"resumed from {checkpoint} at step {state['step']}")
     return state["step"]
+
+
+class Prefetcher:
+    """Batches of a sampler (`next_batch()`, `state_dict()`, `load_state_dict()`, e.g. `MixedCorpus`)
+    made `depth` steps ahead in a background thread, so that reading and collating windows overlaps
+    the accelerator's step (Arrow reads and numpy copies release the GIL).
+
+    Its `state_dict()` is the sampler's state after the last batch handed out, not after the ones
+    made ahead: a checkpoint resumes exactly where training was. Load state before the first batch.
+    """
+
+    def __init__(self, sampler, depth: int = 4):
+        self.sampler, self.depth = sampler, depth
+        self._queue: queue.Queue | None = None
+        self._stop = threading.Event()
+        self._state = sampler.state_dict()
+
+    def state_dict(self) -> dict:
+        return self._state
+
+    def load_state_dict(self, state: dict) -> None:
+        if self._queue is not None:
+            raise RuntimeError("load the sampler state before the first batch")
+        self.sampler.load_state_dict(state)
+        self._state = self.sampler.state_dict()
+
+    def _work(self) -> None:
+        try:
+            while not self._stop.is_set():
+                item = (self.sampler.next_batch(), self.sampler.state_dict())
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(item, timeout=0.5)
+                        break
+                    except queue.Full:
+                        continue
+        except BaseException as err:  # handed to the training loop, which raises it
+            self._queue.put((err, None))
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        if self._queue is None:
+            self._queue = queue.Queue(self.depth)
+            threading.Thread(target=self._work, daemon=True, name="batch-prefetch").start()
+        batch, state = self._queue.get()
+        if isinstance(batch, BaseException):
+            raise batch
+        self._state = state
+        return batch
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+@dataclass
+class Cadence:
+    """When a training loop logs, evaluates, saves and stops (steps count from 1)."""
+
+    steps: int  # the schedule's length: the run is complete at this step
+    log_every: int
+    eval_every: int
+    save_every: int
+    stop_at: int = 0  # stop early at this step (0: run to `steps`), e.g. for preemptible jobs
+    max_seconds: float = 0  # stop once this much training time has passed (checked at log steps)
+    grad_clip: float = 0.0  # max gradient norm (0: no clipping)
+    progress: bool = True
+
+    @classmethod
+    def from_args(cls, args) -> Cadence:
+        """From a stage's argument dataclass (the fields of the same names; max_seconds if it has one)."""
+        names = ("steps", "log_every", "eval_every", "save_every", "stop_at", "max_seconds", "grad_clip")
+        return cls(**{n: getattr(args, n) for n in names if hasattr(args, n)}, progress=args.progress)
+
+    def last(self) -> int:
+        return min(self.steps, self.stop_at) if self.stop_at else self.steps
+
+
+@dataclass
+class Stage:
+    """What a stage brings to `training_loop`: `train_step(step)` runs the forward and backward of one
+    step and returns scalars to average over each log window; `on_log(done, means, seconds)` records
+    them (and returns the progress bar's postfix); `on_eval(done)` (optional) and `on_save(done)`."""
+
+    train_step: Callable[[int], dict]
+    on_log: Callable[[int, dict, float], str]
+    on_eval: Callable[[int], None] | None
+    on_save: Callable[[int], None]
+
+
+def training_loop(
+    accelerator, optimizer, scheduler, parameters, start: int, cadence: Cadence, stage: Stage, desc: str
+) -> int:
+    """The loop every stage shares: steps `start..` of `stage.train_step`, then clipping of
+    `parameters`, the optimizer and the per-step scheduler; `stage.on_log` at log steps, `on_eval` and
+    `on_save` at theirs and at the last step. With `cadence.max_seconds`, every rank stops at the same
+    log step. Returns the last step done."""
+    from tqdm.auto import tqdm
+
+    parameters = list(parameters)  # a generator would be spent by the first step's clipping
+    last = cadence.last()
+    bar = tqdm(
+        total=cadence.steps,
+        initial=start,
+        desc=desc,
+        disable=not (cadence.progress and accelerator.is_main_process),
+    )
+    running, n_running, started = {}, 0, time.perf_counter()
+    for step in range(start, last):
+        for key, value in stage.train_step(step).items():
+            # device tensors are summed where they are and read only at log steps
+            running[key] = running.get(key, 0) + (value.detach() if torch.is_tensor(value) else value)
+        n_running += 1
+        if cadence.grad_clip:
+            accelerator.clip_grad_norm_(parameters, cadence.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        done = step + 1
+        bar.update(1)
+        if done % cadence.log_every == 0 or done == last:
+            means = {k: (float(v) if torch.is_tensor(v) else v) / n_running for k, v in running.items()}
+            bar.set_postfix_str(stage.on_log(done, means, time.perf_counter() - started))
+            running, n_running = {}, 0
+            if cadence.max_seconds:
+                over = torch.tensor(
+                    float(time.perf_counter() - started > cadence.max_seconds), device=accelerator.device
+                )
+                if accelerator.reduce(over, "max").item():  # every rank stops at the same step
+                    last = done
+                    accelerator.print(f"stopped at step {done}: max_seconds {cadence.max_seconds} reached")
+        if stage.on_eval is not None and (done % cadence.eval_every == 0 or done == last):
+            stage.on_eval(done)
+        if done % cadence.save_every == 0 or done == last:
+            stage.on_save(done)
+        if done == last:
+            break
+    bar.close()
+    return last if last > start else start

@@ -3,7 +3,10 @@
 Each batch comes from one corpus, so every batch has one preset's window length; channel counts
 may differ between recordings of one corpus (EEG montages) and are padded by `collate_windows`.
 The sampler is an exact-resume iterator: `state_dict()` captures the random state and every
-corpus's position.
+corpus's position. Under data parallelism every rank builds it with the same seed and its own `rank`:
+the ranks then choose the same corpus for each step and take disjoint parts of one global batch of
+`batch_size * world_size` windows (as `DistributedSampler` does), so an epoch visits each window once
+across all ranks, not once per rank.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ class MixedCorpus(torch.utils.data.IterableDataset):
     """Endless batches drawn from `corpora` with probabilities `weights`.
 
     Within a corpus, windows are visited in a fresh random order every epoch (each window once
-    per epoch). Yields batches collated by `collate` (default `collate_windows`).
+    per epoch over all ranks). Yields this rank's `batch_size` windows collated by `collate`
+    (default `collate_windows`).
     """
 
     def __init__(
@@ -31,8 +35,12 @@ class MixedCorpus(torch.utils.data.IterableDataset):
         batch_size: int = 32,
         seed: int = 0,
         collate=None,
+        rank: int = 0,
+        world_size: int = 1,
     ):
         super().__init__()
+        if not 0 <= rank < world_size:
+            raise ConfigError("rank", f"expected 0 <= rank < world_size={world_size}, got {rank}")
         if not corpora:
             raise ConfigError("corpora", "at least one corpus is needed")
         weights = weights or {name: float(len(c)) for name, c in corpora.items()}
@@ -46,7 +54,7 @@ class MixedCorpus(torch.utils.data.IterableDataset):
         self.probs = np.array([weights[n] / total for n in self.names])
         self.corpora = corpora
         self.batch_size = batch_size
-        self.seed = seed
+        self.seed, self.rank, self.world_size = seed, rank, world_size
         self.collate = collate or collate_windows  # token corpora pass their own
         self.load_state_dict({"rng": None, "positions": {n: [0, 0] for n in self.names}})
 
@@ -68,22 +76,26 @@ class MixedCorpus(torch.utils.data.IterableDataset):
         )
 
     def next_indices(self) -> tuple[str, list[int]]:
-        """Choose a corpus by weight and take the next `batch_size` windows of its epoch order."""
+        """Choose a corpus by weight, take the next `batch_size * world_size` windows of its epoch
+        order and return this rank's part of them."""
         name = self.names[int(self.rng.choice(len(self.names), p=self.probs))]
-        indices = []
-        while len(indices) < self.batch_size:
+        indices, wanted = [], self.batch_size * self.world_size
+        while len(indices) < wanted:
             epoch, offset = self.positions[name]
             order = self._order(name, epoch)
-            take = order[offset : offset + self.batch_size - len(indices)]
+            take = order[offset : offset + wanted - len(indices)]
             indices.extend(int(i) for i in take)
             offset += len(take)
             self.positions[name] = [epoch + 1, 0] if offset >= len(order) else [epoch, offset]
-        return name, indices
+        return name, indices[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
+
+    def next_batch(self) -> dict:
+        name, indices = self.next_indices()
+        return self.collate([self.corpora[name][i] for i in indices], corpus=name)
 
     def __iter__(self) -> Iterator[dict]:
         while True:
-            name, indices = self.next_indices()
-            yield self.collate([self.corpora[name][i] for i in indices], corpus=name)
+            yield self.next_batch()
 
 
 def collate_windows(items: list[dict], corpus: str = "") -> dict:

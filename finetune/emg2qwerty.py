@@ -15,20 +15,21 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from core.training import (
+    Cadence,
+    Stage,
+    checkpoint_saver,
     end_training,
     lr_lambda,
     resume_run,
-    save_run_checkpoint,
+    training_loop,
     weight_decay_groups,
 )
 from data_prep.config import run_command
@@ -260,18 +261,17 @@ def finetune(args: CTCTrainArgs) -> dict:
             lm.save(out / "lm.json")
     accelerator.init_trackers("emg2qwerty", config=asdict(args))
     val_batches = eval_windows(parts["val"], args.batch_size) if parts["val"] else []
-    last = min(args.steps, args.stop_at) if args.stop_at else args.steps
-    bar = tqdm(total=args.steps, initial=start, desc=f"emg2qwerty {args.model}", disable=not args.progress)
-    running, infeasible_total, started = [], 0, time.perf_counter()
+    infeasible_total = 0
     model.train()
     # the next batch is gathered on a thread while the accelerator runs this step (batches are pure
     # functions of the step, so prefetching changes nothing but speed)
     prefetch = ThreadPoolExecutor(1)
-    pending = prefetch.submit(sampler.batch, start)
-    for step in range(start, last):
-        batch = pending.result()
-        if step + 1 < last:
-            pending = prefetch.submit(sampler.batch, step + 1)
+    pending = {start: prefetch.submit(sampler.batch, start)}
+
+    def train_step(step: int, model=model) -> dict:
+        nonlocal infeasible_total
+        batch = pending.pop(step).result()
+        pending[step + 1] = prefetch.submit(sampler.batch, step + 1)
         emg = batch["emg"].to(accelerator.device)
         targets = batch["targets"].to(accelerator.device)
         target_lengths = batch["target_lengths"].to(accelerator.device)
@@ -286,38 +286,36 @@ def finetune(args: CTCTrainArgs) -> dict:
             loss = (args.kd_alpha * kd + args.kd_beta * loss) / (args.kd_alpha + args.kd_beta)
         loss = loss + raw.config.rvq_commitment_weight * output.commit_loss
         accelerator.backward(loss)
-        if args.grad_clip:
-            accelerator.clip_grad_norm_(trainable, args.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        running.append(float(loss.detach()))
-        done = step + 1
-        bar.update(1)
-        if done % args.log_every == 0 or done == last:
-            record = {
-                "train/loss": float(np.mean(running)),
-                "train/lr": scheduler.get_last_lr()[0],
-                "train/infeasible_windows": infeasible_total,
-                "train/seconds": time.perf_counter() - started,
-            }
-            accelerator.log(record, step=done)
-            bar.set_postfix(loss=f"{record['train/loss']:.3f}")
-            running = []
-        if val_batches and (done % args.eval_every == 0 or done == last):
-            val = window_cer(raw, val_batches, accelerator.device)
-            accelerator.log({"val/cer": val}, step=done)
-            bar.write(f"step {done}: validation CER {val:.1f}%")
-        if done % args.save_every == 0 or done == last:
-            save_run_checkpoint(accelerator, out / "checkpoints", raw, optimizer, scheduler, done, sampler)
-    bar.close()
-    prefetch.shutdown()
+        return {"loss": float(loss.detach())}
+
+    def on_log(done: int, means: dict, seconds: float) -> str:
+        record = {
+            "train/loss": means["loss"],
+            "train/lr": scheduler.get_last_lr()[0],
+            "train/infeasible_windows": infeasible_total,
+            "train/seconds": seconds,
+        }
+        accelerator.log(record, step=done)
+        return f"loss={record['train/loss']:.3f}"
+
+    def on_eval(done: int) -> None:
+        val = window_cer(raw, val_batches, accelerator.device)
+        accelerator.log({"val/cer": val}, step=done)
+        tqdm.write(f"step {done}: validation CER {val:.1f}%")
+
+    on_save = checkpoint_saver(accelerator, out, raw, optimizer, scheduler, sampler)
+    stage = Stage(train_step, on_log, on_eval if val_batches else None, on_save)
+    cadence = Cadence.from_args(args)
+    last = training_loop(
+        accelerator, optimizer, scheduler, trainable, start, cadence, stage, f"emg2qwerty {args.model}"
+    )
+    prefetch.shutdown(cancel_futures=True)
     if infeasible_total:
         warnings.warn(
             f"{infeasible_total} training windows had more keys than CTC frames allow; their loss was zeroed",
             stacklevel=2,
         )
-    del model  # the DDP wrapper, before the process group ends (see end_training)
+    del model, train_step  # the DDP wrapper, before the process group ends (see end_training)
     end_training(accelerator)
     results = {
         "args": asdict(args),

@@ -88,6 +88,10 @@ class BiotokFoundation(PreTrainedModel):
                 s, q = module.code_offsets.shape
                 module.code_offsets.copy_(torch.arange(s * q).view(s, q) * module.config.codebook_size)
 
+    def get_input_embeddings(self) -> nn.Module | None:
+        """The code embedding (transformers' hook; Accelerate's FSDP asks it for tied weights)."""
+        return getattr(self, "code_embed", None)
+
     def channel_ids(self, ch_names: list[list[str]], modality: str) -> torch.Tensor:
         """Vocabulary ids `(B, C)` of channels of `modality` (a preset name), 0-padded."""
         if modality not in self.config.modalities:

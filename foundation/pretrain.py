@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,10 +15,15 @@ from pathlib import Path
 import torch
 
 from core.training import (
+    Cadence,
+    Prefetcher,
+    Stage,
+    checkpoint_saver,
     end_training,
+    full_state_dicts,
     lr_lambda,
     resume_run,
-    save_run_checkpoint,
+    training_loop,
     weight_decay_groups,
 )
 from data_prep.config import run_command
@@ -234,9 +238,12 @@ def pretrain(args: PretrainArgs) -> Path:
         train_views,
         weights,
         args.batch_size,
-        seed=args.seed * 1000 + accelerator.process_index,
+        seed=args.seed * 1000,
+        rank=accelerator.process_index,
+        world_size=accelerator.num_processes,
         collate=collate_tokens,
     )
+    sampler = Prefetcher(sampler)  # windows read and collated while the accelerator steps
     optimizer = torch.optim.AdamW(
         weight_decay_groups(model, args.weight_decay),
         lr=args.lr,
@@ -247,6 +254,7 @@ def pretrain(args: PretrainArgs) -> Path:
     start_step = resume_run(out, args.resume, model, optimizer, scheduler, accelerator, sampler)
     model, optimizer = accelerator.prepare(model, optimizer)
     raw_model = accelerator.unwrap_model(model)
+    model.train()
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         config.to_json_file(str(config_path))
@@ -255,18 +263,10 @@ def pretrain(args: PretrainArgs) -> Path:
         "pretrain", config={k: v for k, v in asdict(args).items() if not isinstance(v, list)}
     )
     stream = iter(sampler)
-    bar = tqdm(
-        total=args.steps,
-        initial=start_step,
-        desc="pretrain",
-        disable=not (args.progress and accelerator.is_main_process),
-    )
     passes = 2 if config.symmetric_masking else 1
-    running = {"loss": 0.0, "tokens": 0.0}
-    started = time.perf_counter()
-    model.train()
-    last = min(args.steps, args.stop_at) if args.stop_at else args.steps
-    for step in range(start_step, last):
+    window = {"inputs": 0.0, "seconds": 0.0}  # input tokens and time at the last log step
+
+    def train_step(step: int, model=model) -> dict:
         micro = []
         for m in range(args.grad_accum):
             batch = next(stream)
@@ -279,12 +279,14 @@ def pretrain(args: PretrainArgs) -> Path:
                 mask_generator(args.seed, accelerator.process_index, step, m),
             )
             masks = [mask, ~mask & batch["channel_mask"][:, :, None]][:passes]
+            window["inputs"] += float(batch["channel_mask"].sum()) * inputs["codes"].shape[2]
             micro.append((batch, inputs, [(k, masked_positions(k)) for k in masks]))
         # every masked position of the accumulation window on every rank counts once
         local = torch.tensor(
             float(sum(len(index) for _, _, ms in micro for _, index in ms)), device=accelerator.device
         )
         global_masked = accelerator.reduce(local, reduction="sum")
+        loss_sum, tokens = 0.0, 0
         for m, (batch, inputs, masks) in enumerate(micro):
             ids = raw_model.channel_ids(batch["ch_names"], batch["modality"])
             sync = m == len(micro) - 1
@@ -301,54 +303,57 @@ def pretrain(args: PretrainArgs) -> Path:
                         )
                     # DDP averages gradients over ranks: scale back to a sum over all masked positions
                     accelerator.backward(output.loss_sum * accelerator.num_processes / global_masked)
-                    running["loss"] += output.loss_sum.detach()  # a device tensor: read at log time
-                    running["tokens"] += len(index)
-        if args.grad_clip:
-            accelerator.clip_grad_norm_(model.parameters(), args.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        done = step + 1
-        bar.update(1)
-        if done % args.log_every == 0 or done == last:
-            record = {
-                "train/loss": float(running["loss"]) / max(running["tokens"], 1),
-                "train/lr": scheduler.get_last_lr()[0],
-                "train/seconds": time.perf_counter() - started,
-            }
-            accelerator.log(record, step=done)
-            bar.set_postfix(loss=f"{record['train/loss']:.3f}")
-            running = {"loss": 0.0, "tokens": 0.0}
-        if done % args.eval_every == 0 or done == args.steps:
-            metrics = evaluate(
-                raw_model,
-                eval_views,
-                fetch,
-                unigram,
-                args.eval_batches,
-                args.batch_size,
-                config.mask_ratio,
-                accelerator.device,
+                    loss_sum = loss_sum + output.loss_sum.detach()  # a device tensor: read at log time
+                    tokens += len(index)
+        return {"loss_sum": loss_sum, "tokens": tokens}
+
+    def on_log(done: int, means: dict, seconds: float) -> str:
+        # input tokens (channel x patch positions) of every rank per second of this log window
+        inputs = accelerator.reduce(torch.tensor(window["inputs"], device=accelerator.device), "sum")
+        record = {
+            "train/loss": means["loss_sum"] / max(means["tokens"], 1e-9),
+            "train/lr": scheduler.get_last_lr()[0],
+            "train/seconds": seconds,
+            "train/tokens_per_s": float(inputs) / (seconds - window["seconds"]),
+        }
+        window.update(inputs=0.0, seconds=seconds)
+        accelerator.log(record, step=done)
+        return f"loss={record['train/loss']:.3f}"
+
+    def on_eval(done: int) -> None:
+        metrics = evaluate(
+            raw_model,
+            eval_views,
+            fetch,
+            unigram,
+            args.eval_batches,
+            args.batch_size,
+            config.mask_ratio,
+            accelerator.device,
+        )
+        if "all" in metrics:
+            accelerator.log({f"eval/{k}": v for k, v in metrics["all"].items()}, step=done)
+            tqdm.write(
+                f"step {done}: held-out masked loss {metrics['all']['masked_loss']:.3f} "
+                f"(unigram {metrics['all']['unigram_loss']:.3f}), accuracy "
+                f"{metrics['all']['masked_accuracy']:.3f} (unigram {metrics['all']['unigram_accuracy']:.3f})"
             )
-            if "all" in metrics:
-                accelerator.log({f"eval/{k}": v for k, v in metrics["all"].items()}, step=done)
-                bar.write(
-                    f"step {done}: held-out masked loss {metrics['all']['masked_loss']:.3f} "
-                    f"(unigram {metrics['all']['unigram_loss']:.3f}), accuracy "
-                    f"{metrics['all']['masked_accuracy']:.3f} (unigram {metrics['all']['unigram_accuracy']:.3f})"
-                )
-            if accelerator.is_main_process:
-                with open(out / "eval.jsonl", "a") as f:
-                    f.write(json.dumps({"step": done, **metrics}) + "\n")
-        if done % args.save_every == 0 or done == last:
-            save_run_checkpoint(
-                accelerator, out / "checkpoints", raw_model, optimizer, scheduler, done, sampler
-            )
-    bar.close()
-    del model  # the DDP wrapper, before the process group ends (see end_training)
+        if accelerator.is_main_process:
+            with open(out / "eval.jsonl", "a") as f:
+                f.write(json.dumps({"step": done, **metrics}) + "\n")
+
+    on_save = checkpoint_saver(accelerator, out, raw_model, optimizer, scheduler, sampler)
+    stage = Stage(train_step, on_log, on_eval, on_save)
+    cadence = Cadence.from_args(args)
+    last = training_loop(
+        accelerator, optimizer, scheduler, model.parameters(), start_step, cadence, stage, "pretrain"
+    )
+    sampler.close()
+    weights, _ = full_state_dicts(raw_model)  # every rank: FSDP gathers the shards to rank 0
+    del model, train_step  # the DDP wrapper, before the process group ends (see end_training)
     end_training(accelerator)
     if accelerator.is_main_process and last == args.steps:
-        raw_model.save_pretrained(str(out / "final"))
+        raw_model.save_pretrained(str(out / "final"), state_dict=weights)
     return out / "final"
 
 

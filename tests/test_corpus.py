@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from data_prep.corpus import Corpus, load_corpora, load_sources, prepare_corpus, read_source
-from data_prep.errors import BiosignalError
+from data_prep.errors import BiosignalError, ConfigError
 from data_prep.mixing import MixedCorpus, collate_windows
 from data_prep.prepare import PrepareArgs, resolve_sources, run
 from data_prep.presets import preprocess, windows
@@ -133,6 +133,29 @@ def test_mixed_corpus_follows_weights_and_resumes_exactly(synthetic_corpora):
     assert sorted(seen) == list(range(n))
     batch = next(iter(mixed))
     assert batch["signal"].shape[0] == 4 and batch["channel_mask"].all()
+
+
+def test_ranks_take_disjoint_parts_of_every_epoch(synthetic_corpora):
+    """Data parallelism: two ranks with one seed choose the same corpus each step and, together,
+    visit every window of an epoch exactly once (before, each rank permuted the whole corpus)."""
+    corpora = load_corpora(synthetic_corpora)
+    weights = {"eeg_synthetic": 0.5, "ecg_synthetic": 0.5}
+    ranks = [MixedCorpus(corpora, weights, batch_size=3, seed=7, rank=r, world_size=2) for r in (0, 1)]
+    single = MixedCorpus(corpora, weights, batch_size=6, seed=7)
+    seen = {name: [] for name in weights}
+    for _ in range(40):
+        (name0, part0), (name1, part1) = (r.next_indices() for r in ranks)
+        assert name0 == name1
+        if len(corpora[name0]) >= 6:  # a smaller corpus wraps into its next epoch within one batch
+            assert not set(part0) & set(part1)
+        assert part0 + part1 == single.next_indices()[1]  # one global batch of 2 x 3, split in two
+        seen[name0] += part0 + part1
+    for name, order in seen.items():
+        n = len(corpora[name])
+        assert len(order) >= n and sorted(order[:n]) == list(range(n))
+    assert ranks[0].state_dict() == ranks[1].state_dict()  # one position, kept by every rank
+    with pytest.raises(ConfigError, match="rank"):
+        MixedCorpus(corpora, weights, rank=2, world_size=2)
 
 
 def test_collate_pads_montages():

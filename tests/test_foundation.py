@@ -204,6 +204,8 @@ def test_two_process_ddp_resumes_the_same_loss_curve(token_root, tmp_path):
     _launch_ddp(token_root, resumed, stop_at=4)
     state = json.loads(next((resumed / "checkpoints").glob("step_*/state.json")).read_text())
     assert len(state["samplers"]) == 2  # each rank's data position is kept
+    # ... and it is one position: the ranks drew disjoint parts of the same global batches
+    assert state["samplers"][0] == state["samplers"][1]
     _launch_ddp(token_root, resumed)
 
     def losses(run):

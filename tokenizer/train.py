@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -16,10 +15,14 @@ import numpy as np
 import torch
 
 from core.training import (
+    Cadence,
+    Prefetcher,
+    Stage,
+    checkpoint_saver,
     end_training,
     lr_lambda,
     resume_run,
-    save_run_checkpoint,
+    training_loop,
     weight_decay_groups,
 )
 from data_prep.config import run_command
@@ -198,8 +201,14 @@ def train(args: TokenizerTrainArgs) -> Path:
             config.modalities[corpus.preset.name]["preset"] = corpus.preset.to_dict()
     model = BiotokTokenizer(config)
     sampler = MixedCorpus(
-        train_views, weights, args.batch_size, seed=args.seed * 1000 + accelerator.process_index
+        train_views,
+        weights,
+        args.batch_size,
+        seed=args.seed * 1000,
+        rank=accelerator.process_index,
+        world_size=accelerator.num_processes,
     )
+    sampler = Prefetcher(sampler)  # windows read and collated while the accelerator steps
     optimizer = torch.optim.AdamW(
         weight_decay_groups(model, args.weight_decay),
         lr=args.lr,
@@ -208,22 +217,17 @@ def train(args: TokenizerTrainArgs) -> Path:
     start_step = resume_run(out, args.resume, model, optimizer, scheduler, accelerator, sampler)
     model, optimizer = accelerator.prepare(model, optimizer)
     raw_model = accelerator.unwrap_model(model)
+    model.train()
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         config.to_json_file(str(config_path))
         (out / "train_args.json").write_text(json.dumps(asdict(args), indent=2))
     log_path = out / "log.jsonl"
     stream = iter(sampler)
-    bar = tqdm(
-        total=args.steps,
-        initial=start_step,
-        desc="tokenizer",
-        disable=not (args.progress and accelerator.is_main_process),
-    )
-    running, counts, started = {}, 0, time.perf_counter()
-    model.train()
-    last = min(args.steps, args.stop_at) if args.stop_at else args.steps
-    for step in range(start_step, last):
+    counts = 0  # code uses since the last log step, `(S, Q, K)`
+
+    def train_step(step: int, model=model) -> dict:
+        nonlocal counts
         batch = next(stream)
         key = corpora[batch["corpus"]].preset.name
         patch_len = corpora[batch["corpus"]].preset.patch_len
@@ -236,58 +240,41 @@ def train(args: TokenizerTrainArgs) -> Path:
         with accelerator.autocast():
             output = model(patches, ids, key)
         accelerator.backward(output.loss)
-        if args.grad_clip:
-            accelerator.clip_grad_norm_(model.parameters(), args.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        for k, v in {"loss": output.loss, **output.losses}.items():
-            running[k] = running.get(k, 0) + v.detach().float()
         counts = counts + output.counts.detach()
-        done = step + 1
-        bar.update(1)
-        if done % args.log_every == 0 or done == args.steps:
-            stats = codebook_stats(counts)
-            record = {
-                "step": done,
-                "lr": scheduler.get_last_lr()[0],
-                **{k: float(v) / args.log_every for k, v in running.items()},
-            }
-            record["codebook_used"] = stats["used"].tolist()
-            record["codebook_perplexity"] = stats["perplexity"].tolist()
-            record["seconds"] = time.perf_counter() - started
-            running, counts = {}, 0
-            bar.set_postfix(
-                loss=f"{record['loss']:.3f}",
-                used=f"{sum(map(sum, record['codebook_used'])) / config.n_scales / config.n_levels:.2f}",
+        return {"loss": output.loss.float(), **{k: v.float() for k, v in output.losses.items()}}
+
+    def on_log(done: int, means: dict, seconds: float) -> str:
+        nonlocal counts
+        stats = codebook_stats(counts)
+        record = {"step": done, "lr": scheduler.get_last_lr()[0], **means}
+        record["codebook_used"] = stats["used"].tolist()
+        record["codebook_perplexity"] = stats["perplexity"].tolist()
+        record["seconds"] = seconds
+        counts = 0
+        if accelerator.is_main_process:
+            with open(log_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        used = sum(map(sum, record["codebook_used"])) / config.n_scales / config.n_levels
+        return f"loss={record['loss']:.3f}, used={used:.2f}"
+
+    def on_eval(done: int) -> None:
+        metrics = evaluate(raw_model, eval_views, args.eval_batches, args.batch_size, accelerator.device)
+        if accelerator.is_main_process:
+            with open(log_path, "a") as f:
+                f.write(json.dumps({"step": done, "eval": metrics}) + "\n")
+            summary = ", ".join(
+                f"{n} SNR {m['snr_db']:.1f} dB" for n, m in metrics.items() if isinstance(m, dict)
             )
-            if accelerator.is_main_process:
-                with open(log_path, "a") as f:
-                    f.write(json.dumps(record) + "\n")
-            if args.max_seconds:
-                over = torch.tensor(
-                    float(time.perf_counter() - started > args.max_seconds), device=accelerator.device
-                )
-                if accelerator.reduce(over, "max").item():  # every rank stops at the same step
-                    last = done
-                    accelerator.print(f"stopped at step {done}: --max_seconds {args.max_seconds} reached")
-        if done % args.eval_every == 0 or done == args.steps or done == last:
-            metrics = evaluate(raw_model, eval_views, args.eval_batches, args.batch_size, accelerator.device)
-            if accelerator.is_main_process:
-                with open(log_path, "a") as f:
-                    f.write(json.dumps({"step": done, "eval": metrics}) + "\n")
-                summary = ", ".join(
-                    f"{n} SNR {m['snr_db']:.1f} dB" for n, m in metrics.items() if isinstance(m, dict)
-                )
-                bar.write(f"step {done}: held-out {summary}")
-        if done % args.save_every == 0 or done == last:
-            save_run_checkpoint(
-                accelerator, out / "checkpoints", raw_model, optimizer, scheduler, done, sampler
-            )
-        if done == last:
-            break
-    bar.close()
-    del model  # the DDP wrapper, before the process group ends (see end_training)
+            tqdm.write(f"step {done}: held-out {summary}")
+
+    on_save = checkpoint_saver(accelerator, out, raw_model, optimizer, scheduler, sampler)
+    stage = Stage(train_step, on_log, on_eval, on_save)
+    cadence = Cadence.from_args(args)
+    last = training_loop(
+        accelerator, optimizer, scheduler, model.parameters(), start_step, cadence, stage, "tokenizer"
+    )
+    sampler.close()
+    del model, train_step  # the DDP wrapper, before the process group ends (see end_training)
     end_training(accelerator)
     if accelerator.is_main_process and (last == args.steps or args.max_seconds):
         raw_model.save_pretrained(str(out / "final"))

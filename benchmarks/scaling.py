@@ -1,0 +1,171 @@
+"""2-GPU scaling of masked-token pretraining (issue 20): the same `accelerate launch` command on 1 and 2
+GPUs, DDP and FSDP, with the same per-GPU batch; the loss curves of 1 and 2 GPUs at the same global
+batch; an exact resume of the 2-GPU run.
+
+    python benchmarks/scaling.py --tokens TOKENS --out OUT [--size base --batch 32 --steps 200]
+
+Runs (each `accelerate launch --config_file foundation/accelerate/{ddp,fsdp}.yaml -m foundation.pretrain`):
+  1gpu_b{B}        1 GPU, batch B                  throughput reference
+  ddp_2gpu_b{B}    2 GPUs (DDP), batch B per GPU   scaling; loss curve at global batch 2B
+  fsdp_2gpu_b{B}   2 GPUs (FSDP), batch B per GPU  scaling
+  1gpu_b{2B}       1 GPU, batch 2B                 loss curve at global batch 2B
+  ddp_2gpu_resumed stopped at steps/2, then resumed to the end: its losses against ddp_2gpu_b{B}
+Writes OUT/scaling.json (tokens/s per GPU, efficiencies, losses, resume differences), OUT/scaling.png
+and each run's log.jsonl under OUT/runs/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# NVLink multicast stays off on shared hosts (the device tool's KINDS.md)
+SAFE_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
+
+
+def launch(config: str, n_gpus: int, tokens: list[str], out: Path, args, batch: int, **extra) -> float:
+    """One pretraining run; returns its wall time in seconds."""
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config]
+    cmd += ["--num_processes", str(n_gpus), "--main_process_port", str(29500 + n_gpus)]
+    cmd += ["-m", "foundation.pretrain", "--tokens", *tokens, "--size", args.size]
+    cmd += ["--batch_size", str(batch), "--steps", str(args.steps), "--lr", "5e-4", "--warmup_steps", "20"]
+    cmd += ["--log_every", str(args.log_every), "--eval_every", str(10 * args.steps), "--eval_batches", "1"]
+    cmd += ["--save_every", str(halfway(args)), "--mixed_precision", "bf16", "--progress", "false"]
+    cmd += ["--target_levels", str(args.target_levels), "--out", str(out)]
+    for key, value in extra.items():
+        cmd += [f"--{key}", str(value)]
+    env = {**os.environ, **SAFE_ENV, "CUDA_VISIBLE_DEVICES": ",".join(map(str, range(n_gpus)))}
+    if args.cpu:  # a smoke run of this script: processes on the CPU (gloo), no GPU
+        cmd.insert(cmd.index("-m", 3), "--cpu")
+        env.update(ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
+    started = time.perf_counter()
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, env=env)
+    return time.perf_counter() - started
+
+
+def halfway(args) -> int:
+    """The resume point: half the run, on a log step (a log window straddling it would mix steps)."""
+    return args.steps // 2 // args.log_every * args.log_every
+
+
+def train_rows(run: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    return [r for r in rows if "train/loss" in r]
+
+
+def throughput(run: Path, skip: int) -> float:
+    """Median input tokens/s over the log windows after the first `skip` (compilation, allocator)."""
+    rates = [r["train/tokens_per_s"] for r in train_rows(run)][skip:]
+    return statistics.median(rates)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", nargs="+", required=True, help="token corpus folders (biotok tokenize)")
+    parser.add_argument("--out", required=True, help="folder for scaling.json, scaling.png and runs/")
+    parser.add_argument("--size", default="base", help="foundation size: tiny | small | base")
+    parser.add_argument("--batch", type=int, default=32, help="windows per GPU per step")
+    parser.add_argument("--steps", type=int, default=200, help="steps per run (even)")
+    parser.add_argument("--log_every", type=int, default=10, help="steps per throughput window")
+    parser.add_argument("--target_levels", type=int, default=2, help="RVQ levels read and predicted")
+    parser.add_argument("--skip", type=int, default=3, help="log windows left out of the throughput")
+    parser.add_argument("--cpu", action="store_true", help="smoke-test the script on the CPU")
+    parser.add_argument("--only", default="", help="comma-separated run names to make (default: all)")
+    parser.add_argument("--no_resume", action="store_true", help="skip the resume check")
+    args = parser.parse_args()
+    out = Path(args.out)
+    runs = out / "runs"
+    ddp, fsdp = "foundation/accelerate/ddp.yaml", "foundation/accelerate/fsdp.yaml"
+    b = args.batch
+    plan = {
+        f"1gpu_b{b}": (ddp, 1, b, {}),
+        f"ddp_2gpu_b{b}": (ddp, 2, b, {}),
+        f"fsdp_2gpu_b{b}": (fsdp, 2, b, {}),
+        f"1gpu_b{2 * b}": (ddp, 1, 2 * b, {}),
+    }
+    if args.only:
+        plan = {name: run for name, run in plan.items() if name in args.only.split(",")}
+    wall, failed = {}, {}
+    for name, (config, n_gpus, batch, extra) in list(plan.items()):
+        shutil.rmtree(runs / name, ignore_errors=True)
+        try:
+            wall[name] = launch(config, n_gpus, args.tokens, runs / name, args, batch, **extra)
+        except subprocess.CalledProcessError as err:  # recorded; the other runs still measure
+            failed[name] = f"exit status {err.returncode}"
+            if not (runs / name / "log.jsonl").exists():
+                del plan[name]
+    resumed = runs / "ddp_2gpu_resumed"
+    if not args.no_resume:
+        shutil.rmtree(resumed, ignore_errors=True)
+        launch(ddp, 2, args.tokens, resumed, args, b, stop_at=halfway(args))
+        launch(ddp, 2, args.tokens, resumed, args, b)
+
+    rate = {name: throughput(runs / name, args.skip) for name in plan}
+    one = rate.get(f"1gpu_b{b}", float("nan"))
+    diffs, after = [], {}
+    if not args.no_resume:
+        straight = {r["step"]: r["train/loss"] for r in train_rows(runs / f"ddp_2gpu_b{b}")}
+        after = {r["step"]: r["train/loss"] for r in train_rows(resumed) if r["step"] > halfway(args)}
+        diffs = [abs(after[s] - straight[s]) for s in after]
+    result = {
+        "size": args.size,
+        "batch_per_gpu": b,
+        "steps": args.steps,
+        "tokens_per_s": rate,
+        "tokens_per_s_per_gpu": {name: rate[name] / plan[name][1] for name in plan},
+        "scaling_efficiency": {
+            kind: rate[f"{kind}_2gpu_b{b}"] / (2 * one)
+            for kind in ("ddp", "fsdp")
+            if f"{kind}_2gpu_b{b}" in rate
+        },
+        "failed": failed,
+        "wall_s": wall,
+        "losses": {name: [[r["step"], r["train/loss"]] for r in train_rows(runs / name)] for name in plan},
+        "resume": {
+            "stopped_at": halfway(args),
+            "steps_compared": sorted(after),
+            "max_abs_loss_difference": max(diffs) if diffs else None,
+            "identical": bool(diffs) and max(diffs) == 0.0,
+        },
+    }
+    (out / "scaling.json").write_text(json.dumps(result, indent=2))
+    print(
+        json.dumps({k: result[k] for k in ("tokens_per_s_per_gpu", "scaling_efficiency", "resume")}, indent=2)
+    )
+    try:
+        plot(result, out / "scaling.png", b)
+    except (ImportError, KeyError) as err:  # the figure is optional where matplotlib is missing
+        print(f"no figure: {err}")
+
+
+def plot(result: dict, path: Path, b: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name, label in (
+        (f"1gpu_b{2 * b}", f"1 GPU, batch {2 * b}"),
+        (f"ddp_2gpu_b{b}", f"2 GPUs (DDP), {b} each"),
+    ):
+        steps, losses = zip(*result["losses"][name])
+        ax.plot(steps, losses, label=label)
+    ax.set_xlabel("step")
+    ax.set_ylabel("masked-token loss (train)")
+    ax.set_title(f"{result['size']} foundation, global batch {2 * b}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()
