@@ -36,8 +36,17 @@ python -m tokenizer.train --corpora "$c/eegbci" "$c/eegbci_more" "$c/grabmyo" "$
     --weights '{"eegbci": 0.2, "eegbci_more": 0.3, "grabmyo": 0.1, "myo": 0.2, "ecg": 0.2}' \
     --size small --overrides "${OVERRIDES:-"{}"}" --steps "$steps" --batch_size "${BATCH:-128}" --lr "${LR:-1.5e-3}" \
     --warmup_steps 200 --log_every 100 --eval_every $((steps / 4)) --eval_batches 8 --save_every "$steps" \
-    --mixed_precision bf16 --max_seconds "${MAX_SECONDS:-0}" --progress false --out "$work/run" | tee "$out/train.txt"
+    --mixed_precision bf16 --max_seconds "${MAX_SECONDS:-0}" --progress false --out "$work/run"
+# the lent machine returns at most 8 files of 16 MiB: the weights come back in parts
+# (cat model.safetensors.part-* > model.safetensors)
 cp "$work/run/log.jsonl" "$work/run/train_args.json" "$work/run/final/config.json" "$out/"
-cp "$work/run/final/model.safetensors" "$out/"
-python benchmarks/tokenizer_speed.py --model "$work/run/final" --corpus "$c/eegbci" --sizes "" --batch "${SPEED_BATCH:-256}" \
-    --out "$out/tokenizer_speed_trained.json" | tee "$out/speed.txt"
+split -b 15M "$work/run/final/model.safetensors" "$out/model.safetensors.part-"
+if [ -n "${RD:-}" ]; then  # the DCT searches take minutes: usually run on a CPU afterwards
+    python -m tokenizer.rd --tokenizer "$work/run/final" --corpora "$c/eegbci_more" "$c/eegbci" "$c/myo" "$c/ecg" \
+        --subjects '{"eegbci_more":["013","014"],"eegbci":["001"],"myo":["Male1"],"ecg":["ptbdb/s0010_re"]}' \
+        --device cuda --out "$work/rd" | tee "$out/rd.txt" || true
+fi
+if [ -z "${NO_SPEED:-}" ]; then
+    python benchmarks/tokenizer_speed.py --model "$work/run/final" --corpus "$c/eegbci" --sizes "" \
+        --batch "${SPEED_BATCH:-256}" --out "$out/tokenizer_speed_trained.json"
+fi

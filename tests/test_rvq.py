@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from tokenizer.rvq import ResidualVQ, nearest_codes
@@ -93,3 +94,31 @@ def test_padding_rows_do_not_update_codebooks():
     data[128:] = 1e6  # garbage in padded rows
     rvq(data, weights)
     assert rvq.codebooks.abs().max() < 100
+
+
+def test_output_commitment_pulls_toward_all_levels_not_the_first_code():
+    """ "levels" commits every level's residual: its gradient pulls the input toward the first code
+    (the collapse measured in docs/BENCHMARKS.md); "output" commits the input to all levels' sum."""
+    import copy
+
+    rvq, data = trained_rvq()
+    x = data[:256].clone().requires_grad_(True)
+    grads, losses = {}, {}
+    for kind in ("levels", "output"):
+        fresh = copy.deepcopy(rvq)  # a training forward moves the EMA codebooks
+        fresh.commitment = kind
+        out = fresh(x)
+        (grad,) = torch.autograd.grad(out.commit_loss, x)
+        grads[kind], losses[kind] = grad, float(out.commit_loss)
+    rvq.eval()
+    full = rvq.decode(rvq.encode(data[:256]))
+    first = rvq.codebooks[0][rvq.encode(data[:256], 1)[:, 0]]
+    # "output": the loss is what all levels leave, its gradient points from the full quantization
+    assert losses["output"] == pytest.approx(float((data[:256] - full).pow(2).mean()), rel=1e-4)
+    assert torch.allclose(grads["output"], 2 * (data[:256] - full) / (8 * 256), atol=1e-6)
+    # "levels": dominated by the first level's pull toward its code, far larger than "output"'s
+    toward_first = 2 * (data[:256] - first) / (8 * 256)
+    cosine = torch.nn.functional.cosine_similarity(grads["levels"].flatten(), toward_first.flatten(), dim=0)
+    assert cosine > 0.8 and grads["levels"].norm() > 3 * grads["output"].norm()
+    with pytest.raises(ValueError, match="commitment"):
+        ResidualVQ(8, 32, 4, commitment="first")

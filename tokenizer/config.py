@@ -37,14 +37,17 @@ SIZES = {
     ),
     "small": dict(
         **FIDELITY,
-        d_model=128,
+        # measured on the H200 at equal steps (docs/BENCHMARKS.md): d_model 256 beats 128 and 384, and
+        # "output" commitment beats "levels" on every held-out corpus
+        d_model=256,
         n_layers=4,
-        n_heads=4,
+        n_heads=8,
         n_decoder_layers=2,
-        code_dim=32,  # low-dimensional lookups (as in DAC's factorised codes) halve codebook memory
+        code_dim=16,  # low-dimensional lookups (as in DAC's factorised codes); 16 matched 32 in the ablation
         codebook_size=1024,
         n_levels=8,
         branch_channels=16,
+        commitment="output",
     ),
     # NeuroRVQ's sizes
     "base": dict(
@@ -57,6 +60,7 @@ SIZES = {
         codebook_size=8192,
         n_levels=8,
         branch_channels=32,
+        commitment="output",
     ),
 }
 
@@ -68,7 +72,14 @@ PATCH_EMBEDS = ("conv", "linear", "conv+linear")
 # "waveform": normalised time-domain error (by Parseval the complex-spectrum error, so each bin's phase
 # counts by its power) + a small log-amplitude term for the spectral shape of weak bands
 OBJECTIVES = ("spectral", "waveform")
-LATER_FIELDS = ("patch_embed", "objective", "log_amp_weight", "position_embed", "phase_weight")
+LATER_FIELDS = (
+    "patch_embed",
+    "objective",
+    "log_amp_weight",
+    "position_embed",
+    "phase_weight",
+    "commitment",
+)
 
 
 class TokenizerConfig(PretrainedConfig):
@@ -105,6 +116,7 @@ class TokenizerConfig(PretrainedConfig):
         log_amp_weight: float = 0.1,
         position_embed: bool = False,
         phase_weight: float = 0.0,
+        commitment: str = "levels",  # ResidualVQ's: "levels" (the first design) or "output"
         **kwargs,
     ):
         if modalities is None:
@@ -139,7 +151,7 @@ class TokenizerConfig(PretrainedConfig):
         )
         self.patch_embed, self.objective = patch_embed, objective
         self.log_amp_weight, self.position_embed = log_amp_weight, position_embed
-        self.phase_weight = phase_weight
+        self.phase_weight, self.commitment = phase_weight, commitment
         super().__init__(**kwargs)
 
     @property

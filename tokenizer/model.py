@@ -141,6 +141,7 @@ class BiotokTokenizer(PreTrainedModel):
                 dead_code_threshold=config.dead_code_threshold,
                 quantizer_dropout=config.quantizer_dropout,
                 kmeans_iters=config.kmeans_iters,
+                commitment=config.commitment,
             )
             for _ in range(s)
         )

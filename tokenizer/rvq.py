@@ -9,6 +9,10 @@
 - Dead codes (EMA count below `dead_code_threshold` x the uniform share) are replaced by recent
   residuals at that level and their EMA state reset, without host syncs.
 - Quantizer dropout (DAC): a fraction of each batch decodes with only the first n ~ U{1..L} levels.
+- Commitment: "levels" pulls each level's residual toward its code (SoundStream, vector-quantize-pytorch):
+  its first-level term pulls the encoder onto the first codebook, which a model trained that way
+  learns to do (latents within 1-2% of a level-1 code, deeper levels with nothing left to add;
+  docs/BENCHMARKS.md). "output" pulls the input toward the sum of all its active levels only.
 - Eval mode never changes any buffer.
 """
 
@@ -94,8 +98,12 @@ class ResidualVQ(nn.Module):
         dead_code_threshold: float = 0.1,
         quantizer_dropout: float = 0.0,
         kmeans_iters: int = 10,
+        commitment: str = "levels",
     ):
         super().__init__()
+        if commitment not in ("levels", "output"):
+            raise ValueError(f"commitment {commitment!r}: expected 'levels' or 'output'")
+        self.commitment = commitment
         self.dim, self.codebook_size, self.n_levels = dim, codebook_size, n_levels
         self.decay, self.eps = decay, eps
         self.dead_code_threshold = dead_code_threshold
@@ -166,9 +174,10 @@ class ResidualVQ(nn.Module):
             chosen = codebook[code]
             on = (active_levels > level).float()
             row_weight = weights * on
-            commit = commit + (
-                (residual - chosen.detach()).pow(2).mean(dim=1) * row_weight
-            ).sum() / weights.sum().clamp(min=1)
+            if self.commitment == "levels":
+                commit = commit + (
+                    (residual - chosen.detach()).pow(2).mean(dim=1) * row_weight
+                ).sum() / weights.sum().clamp(min=1)
             if self.training:
                 counts.append(self._ema_update(level, residual.detach(), code, row_weight, expired))
             else:
@@ -178,6 +187,10 @@ class ResidualVQ(nn.Module):
             quantized = quantized + chosen * on[:, None]
             residual = residual - chosen * on[:, None]
             codes.append(code)
+        if self.commitment == "output":  # what all active levels left over, once
+            commit = ((x - quantized.detach()).pow(2).mean(dim=1) * weights).sum() / weights.sum().clamp(
+                min=1
+            )
         quantized = x + (quantized - x).detach() if self.training else quantized
         return RVQOutput(
             quantized=quantized,
