@@ -125,6 +125,58 @@ def unigram_log_probs(
     return (counts / counts.sum(dim=-1, keepdim=True)).log().float()
 
 
+def copy_neighbour(
+    codes: torch.Tensor,
+    mask: torch.Tensor,
+    channel_mask: torch.Tensor,
+    ch_names: list[list[str]],
+    modality: str,
+) -> dict[str, torch.Tensor]:
+    """What local copying predicts for masked positions: codes `(B, C, P, S, Q)`, mask `(B, C, P)`.
+
+    "time": the same channel's nearest unmasked patch (the earlier one on a tie); "space": the same
+    patch of the nearest unmasked channel (10-05 distance for EEG sites, else distance in the montage's
+    order). Returns each as codes `(B, C, P, S, Q)` and `valid` masks `(B, C, P)` (False where the
+    channel, or the patch, has no unmasked neighbour)."""
+    from data_prep.presets import eeg_positions
+
+    b, c, p = mask.shape
+    open_ = ~mask & channel_mask[:, :, None]  # positions the model sees
+    steps = torch.arange(p, dtype=torch.float32)
+    # time: distance |p - p'| (+ a tiny bias toward the earlier patch), infinite where p' is masked
+    distance = (steps[:, None] - steps[None, :]).abs() + 1e-3 * (steps[None, :] > steps[:, None])
+    distance = distance[None, None].expand(b, c, p, p).masked_fill(~open_[:, :, None, :], float("inf"))
+    best = distance.min(dim=-1)
+    time_codes = codes.gather(2, best.indices[..., None, None].expand(-1, -1, -1, *codes.shape[3:]))
+    # space: channel distances per window, infinite for itself, padding and channels masked at that patch
+    channel_distance = torch.full((b, c, c), float("inf"))
+    for i, names in enumerate(ch_names):
+        n = len(names)
+        order = torch.arange(n, dtype=torch.float32)
+        between = (order[:, None] - order[None, :]).abs()
+        if modality == "eeg":
+            xyz = torch.from_numpy(eeg_positions(names)).float()
+            metric = torch.cdist(xyz, xyz)
+            known = torch.isfinite(metric)
+            between = torch.where(known, metric, between + 1e3)  # unplaced channels: montage order, last
+        channel_distance[i, :n, :n] = between.fill_diagonal_(float("inf"))
+    per_patch = channel_distance[:, :, None, :].expand(b, c, p, c)
+    per_patch = per_patch.masked_fill(~open_.permute(0, 2, 1)[:, None], float("inf"))
+    nearest = per_patch.min(dim=-1)
+    index = nearest.indices.permute(0, 2, 1)  # (B, P, C): the source channel of each (b, c, p)
+    space_codes = (
+        codes.permute(0, 2, 1, 3, 4)
+        .gather(2, index[..., None, None].expand(-1, -1, -1, *codes.shape[3:]))
+        .permute(0, 2, 1, 3, 4)
+    )
+    return {
+        "time": time_codes,
+        "time_valid": torch.isfinite(best.values),
+        "space": space_codes,
+        "space_valid": torch.isfinite(nearest.values),
+    }
+
+
 @torch.no_grad()
 def evaluate(
     model: BiotokFoundation,
@@ -136,21 +188,24 @@ def evaluate(
     mask_ratio: float,
     device,
 ) -> dict:
-    """Masked-token loss and accuracy per head on held-out windows (fixed masks), beside the unigram
-    baseline scored on the same masked positions."""
+    """Masked-token loss and accuracy per head on held-out windows (fixed masks), beside three baselines
+    scored on the same masked positions: the unigram, and copying the nearest unmasked neighbour in time
+    (same channel) or in space (same patch; `copy_neighbour`)."""
     was_training = model.training
     model.eval()
     q = model.config.n_target_levels
     generator = torch.Generator().manual_seed(1234)
     unigram = unigram.to(device)
-    result, total = {}, {"loss": 0.0, "unigram": 0.0, "n": 0, "correct": 0, "unigram_correct": 0}
+    result = {}
+    total = {"loss": 0.0, "unigram": 0.0, "n": 0, "correct": 0, "unigram_correct": 0}
+    total.update(time_correct=0, space_correct=0)
     for name, corpus in corpora.items():
         if len(corpus) == 0:
             continue
         stride = max(1, len(corpus) // (batches * batch_size))
         indices = list(range(0, len(corpus), stride))[: batches * batch_size]
         loss = uni = n = 0.0
-        correct = uni_correct = 0
+        correct = uni_correct = time_correct = space_correct = 0
         for start in range(0, len(indices), batch_size):
             batch = collate_tokens([corpus[i] for i in indices[start : start + batch_size]], corpus=name)
             inputs = fetch(batch, device)
@@ -166,7 +221,20 @@ def evaluate(
             uni += float(-uni_lp.mean(dim=(1, 2)).sum())
             n += float(out.n_masked)
             correct = correct + out.head_correct.cpu()
-            uni_correct = uni_correct + (unigram.argmax(-1)[None] == targets).sum(dim=0).cpu()
+            guess = unigram.argmax(-1)[None].cpu()  # (1, S, Q)
+            uni_correct = uni_correct + (guess == targets.cpu()).sum(dim=0)
+            copies = copy_neighbour(
+                codes.cpu(), mask.cpu(), batch["channel_mask"], batch["ch_names"], batch["modality"]
+            )
+            for kind in ("time", "space"):
+                # a position with no unmasked neighbour falls back to the unigram's guess
+                predicted = copies[kind][mask.cpu()][..., :q]
+                valid = copies[f"{kind}_valid"][mask.cpu()][:, None, None]
+                hits = (torch.where(valid, predicted, guess) == targets.cpu()).sum(dim=0)
+                if kind == "time":
+                    time_correct = time_correct + hits
+                else:
+                    space_correct = space_correct + hits
         result[name] = {
             "masked_loss": loss / n,
             "unigram_loss": uni / n,
@@ -174,6 +242,10 @@ def evaluate(
             "unigram_accuracy": float(uni_correct.sum()) / (n * correct.numel()),
             "head_accuracy": (correct / n).tolist(),
             "unigram_head_accuracy": (uni_correct / n).tolist(),
+            "copy_time_accuracy": float(time_correct.sum()) / (n * correct.numel()),
+            "copy_space_accuracy": float(space_correct.sum()) / (n * correct.numel()),
+            "copy_time_head_accuracy": (time_correct / n).tolist(),
+            "copy_space_head_accuracy": (space_correct / n).tolist(),
             "n_masked": int(n),
         }
         total["loss"] += loss
@@ -181,6 +253,8 @@ def evaluate(
         total["n"] += n
         total["correct"] += float(correct.sum())
         total["unigram_correct"] += float(uni_correct.sum())
+        total["time_correct"] += float(time_correct.sum())
+        total["space_correct"] += float(space_correct.sum())
         heads = correct.numel()
     model.train(was_training)
     if total["n"]:
@@ -189,6 +263,8 @@ def evaluate(
             "unigram_loss": total["unigram"] / total["n"],
             "masked_accuracy": total["correct"] / (total["n"] * heads),
             "unigram_accuracy": total["unigram_correct"] / (total["n"] * heads),
+            "copy_time_accuracy": total["time_correct"] / (total["n"] * heads),
+            "copy_space_accuracy": total["space_correct"] / (total["n"] * heads),
         }
     return result
 
@@ -336,7 +412,9 @@ def pretrain(args: PretrainArgs) -> Path:
             tqdm.write(
                 f"step {done}: held-out masked loss {metrics['all']['masked_loss']:.3f} "
                 f"(unigram {metrics['all']['unigram_loss']:.3f}), accuracy "
-                f"{metrics['all']['masked_accuracy']:.3f} (unigram {metrics['all']['unigram_accuracy']:.3f})"
+                f"{metrics['all']['masked_accuracy']:.3f} (unigram {metrics['all']['unigram_accuracy']:.3f}, "
+                f"copy in time {metrics['all']['copy_time_accuracy']:.3f}, "
+                f"in space {metrics['all']['copy_space_accuracy']:.3f})"
             )
         if accelerator.is_main_process:
             with open(out / "eval.jsonl", "a") as f:

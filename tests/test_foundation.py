@@ -214,3 +214,22 @@ def test_two_process_ddp_resumes_the_same_loss_curve(token_root, tmp_path):
 
     assert [s for s, _ in losses(straight)] == list(range(1, 9))
     assert losses(straight) == losses(resumed)
+
+
+def test_copy_neighbour_baselines_take_the_nearest_unmasked_patch_and_electrode():
+    from foundation.pretrain import copy_neighbour
+
+    # one window, channels Cz, Fp1, C1 (C1 is Cz's neighbour, Fp1 far), 4 patches, 1 scale x 1 level;
+    # each code says where it came from: 10 x channel + patch
+    codes = (10 * torch.arange(3)[:, None] + torch.arange(4)[None, :])[None, :, :, None, None]
+    mask = torch.zeros(1, 3, 4, dtype=torch.bool)
+    mask[0, 0, 1:3] = True  # Cz patches 1 and 2
+    mask[0, 2, :] = True  # all of C1
+    copies = copy_neighbour(codes, mask, torch.ones(1, 3, dtype=torch.bool), [["Cz", "Fp1", "C1"]], "eeg")
+    # time: Cz patch 1 <- patch 0 (the earlier of two at distance 1), patch 2 <- patch 3; C1 has none
+    assert copies["time"][0, 0, 1, 0, 0] == 0 and copies["time"][0, 0, 2, 0, 0] == 3
+    assert copies["time_valid"][0, 0, 1] and not copies["time_valid"][0, 2].any()
+    # space: C1 is masked at every patch, so Cz copies Fp1; C1 copies Cz (nearer than Fp1) where Cz is open
+    assert copies["space"][0, 0, 1, 0, 0] == 11
+    assert copies["space"][0, 2, 0, 0, 0] == 0 and copies["space"][0, 2, 1, 0, 0] == 11
+    assert copies["space_valid"][0, 2].all()
