@@ -255,6 +255,8 @@ class Prefetcher:
 
     Its `state_dict()` is the sampler's state after the last batch handed out, not after the ones
     made ahead: a checkpoint resumes exactly where training was. Load state before the first batch.
+    `depth=0` makes each batch when it is asked for (no thread): for CPU training, whose step already
+    uses every core.
     """
 
     def __init__(self, sampler, depth: int = 4):
@@ -268,7 +270,7 @@ class Prefetcher:
 
     def load_state_dict(self, state: dict) -> None:
         if self._queue is not None:
-            raise RuntimeError("load the sampler state before the first batch")
+            raise RuntimeError("load the sampler state before the first batch")  # the thread is ahead
         self.sampler.load_state_dict(state)
         self._state = self.sampler.state_dict()
 
@@ -289,6 +291,10 @@ class Prefetcher:
         return self
 
     def __next__(self) -> dict:
+        if self.depth == 0:
+            batch = self.sampler.next_batch()
+            self._state = self.sampler.state_dict()
+            return batch
         if self._queue is None:
             self._queue = queue.Queue(self.depth)
             threading.Thread(target=self._work, daemon=True, name="batch-prefetch").start()

@@ -319,7 +319,8 @@ def pretrain(args: PretrainArgs) -> Path:
         world_size=accelerator.num_processes,
         collate=collate_tokens,
     )
-    sampler = Prefetcher(sampler)  # windows read and collated while the accelerator steps
+    # windows read and collated while the accelerator steps (on a CPU the step itself uses every core)
+    sampler = Prefetcher(sampler, depth=0 if accelerator.device.type == "cpu" else 4)
     optimizer = torch.optim.AdamW(
         weight_decay_groups(model, args.weight_decay),
         lr=args.lr,
