@@ -124,7 +124,8 @@ def foundation_metrics(
     model: BiotokFoundation, token_corpora: dict[str, TokenCorpus], holdout: float, batch_size: int = 32
 ) -> dict[str, dict]:
     """Per corpus with held-out subjects: masked-token loss and accuracy over every held-out window
-    (masks drawn from a fixed seed), beside the unigram baseline of the training windows' codes."""
+    (masks drawn from a fixed seed), beside the unigram baseline of the training windows' codes and
+    the two local-copy baselines (nearest unmasked patch of the channel; nearest unmasked electrode)."""
     train, held = {}, {}
     for name, corpus in token_corpora.items():
         train[name], held[name] = corpus.split_by_subject(holdout)
@@ -142,6 +143,7 @@ def foundation_metrics(
         model.device,
     )
     keys = ("masked_loss", "unigram_loss", "masked_accuracy", "unigram_accuracy", "n_masked")
+    keys += ("copy_time_accuracy", "copy_space_accuracy")
     result = {
         name: {"subjects": sorted(set(held[name].column("subject"))), **{k: scores[name][k] for k in keys}}
         for name in held
@@ -202,14 +204,16 @@ def render_tokenizer(metrics: dict[str, dict]) -> str:
 
 def render_foundation(metrics: dict[str, dict]) -> str:
     lines = [
-        "| held-out corpus | masked positions | masked loss (nats) | unigram loss | masked accuracy | unigram accuracy |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| held-out corpus | masked positions | masked loss (nats) | unigram loss | masked accuracy | unigram accuracy "
+        "| copy: same channel, nearest patch | copy: same patch, nearest electrode |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, m in metrics.items():
         label = "all" if name == "all" else f"{name} ({', '.join(m['subjects'])})"
         lines.append(
             f"| {label} | {m['n_masked']:,} | {m['masked_loss']:.3f} | {m['unigram_loss']:.3f} | "
-            f"{m['masked_accuracy']:.2%} | {m['unigram_accuracy']:.2%} |"
+            f"{m['masked_accuracy']:.2%} | {m['unigram_accuracy']:.2%} | "
+            f"{m['copy_time_accuracy']:.2%} | {m['copy_space_accuracy']:.2%} |"
         )
     return "\n".join(lines)
 

@@ -125,7 +125,7 @@ def _args(token_root, out, **overrides):
 
 def test_pretraining_beats_the_unigram_baseline(token_root, tmp_path):
     out = tmp_path / "run"
-    pretrain(_args(token_root, out, steps=400, eval_every=400, save_every=400))
+    pretrain(_args(token_root, out, steps=250, eval_every=250, save_every=250))
     final = [json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines()][-1]
     for name in ("eegbci", "myo"):  # real held-out subjects
         held = final[name]

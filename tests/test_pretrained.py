@@ -79,6 +79,8 @@ def test_foundation_card_is_reproduced_on_held_out_real_recordings(measured):
         assert have["masked_loss"] == pytest.approx(want["masked_loss"], abs=0.005), name
         assert have["masked_accuracy"] == pytest.approx(want["masked_accuracy"], abs=0.0005), name
         assert have["unigram_loss"] == pytest.approx(want["unigram_loss"], abs=0.005), name
+        for baseline in ("copy_time_accuracy", "copy_space_accuracy"):  # exact: no model involved
+            assert have[baseline] == pytest.approx(want[baseline], abs=1e-9), (name, baseline)
         # what the card claims: the model beats the code-frequency baseline on every held-out corpus
         assert (
             have["masked_loss"] < have["unigram_loss"] and have["masked_accuracy"] > have["unigram_accuracy"]
