@@ -308,6 +308,24 @@ class Prefetcher:
         self._stop.set()
 
 
+def data_parallel_batches(accelerator, corpora: dict, weights, batch_size: int, seed: int, collate=None):
+    """This rank's batches of `MixedCorpus(corpora, weights)`: every rank draws with one seed and takes a
+    disjoint part of each global batch; made ahead in a thread (`Prefetcher`) on an accelerator, when
+    asked for on a CPU, whose step already uses every core. Close it when training ends."""
+    from data_prep.mixing import MixedCorpus
+
+    sampler = MixedCorpus(
+        corpora,
+        weights,
+        batch_size,
+        seed=seed,
+        collate=collate,
+        rank=accelerator.process_index,
+        world_size=accelerator.num_processes,
+    )
+    return Prefetcher(sampler, depth=0 if accelerator.device.type == "cpu" else 4)
+
+
 @dataclass
 class Cadence:
     """When a training loop logs, evaluates, saves and stops (steps count from 1)."""

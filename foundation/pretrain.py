@@ -16,9 +16,9 @@ import torch
 
 from core.training import (
     Cadence,
-    Prefetcher,
     Stage,
     checkpoint_saver,
+    data_parallel_batches,
     end_training,
     full_state_dicts,
     lr_lambda,
@@ -28,7 +28,7 @@ from core.training import (
 )
 from data_prep.config import run_command
 from data_prep.errors import ConfigError
-from data_prep.mixing import MixedCorpus, collate_windows
+from data_prep.mixing import collate_windows
 
 from .config import SIZES, FoundationConfig
 from .model import BiotokFoundation, masked_positions, random_mask
@@ -196,16 +196,19 @@ def evaluate(
     q = model.config.n_target_levels
     generator = torch.Generator().manual_seed(1234)
     unigram = unigram.to(device)
+    guess = unigram.argmax(-1)[None].cpu()  # the unigram's prediction `(1, S, Q)`
+    kinds = ("time", "space")  # the local-copy baselines of `copy_neighbour`
     result = {}
     total = {"loss": 0.0, "unigram": 0.0, "n": 0, "correct": 0, "unigram_correct": 0}
-    total.update(time_correct=0, space_correct=0)
+    total.update({f"{kind}_correct": 0 for kind in kinds})
     for name, corpus in corpora.items():
         if len(corpus) == 0:
             continue
         stride = max(1, len(corpus) // (batches * batch_size))
         indices = list(range(0, len(corpus), stride))[: batches * batch_size]
         loss = uni = n = 0.0
-        correct = uni_correct = time_correct = space_correct = 0
+        correct = uni_correct = 0
+        copied = dict.fromkeys(kinds, 0)
         for start in range(0, len(indices), batch_size):
             batch = collate_tokens([corpus[i] for i in indices[start : start + batch_size]], corpus=name)
             inputs = fetch(batch, device)
@@ -221,20 +224,18 @@ def evaluate(
             uni += float(-uni_lp.mean(dim=(1, 2)).sum())
             n += float(out.n_masked)
             correct = correct + out.head_correct.cpu()
-            guess = unigram.argmax(-1)[None].cpu()  # (1, S, Q)
-            uni_correct = uni_correct + (guess == targets.cpu()).sum(dim=0)
+            host_mask, host_targets = mask.cpu(), targets.cpu()
+            uni_correct = uni_correct + (guess == host_targets).sum(dim=0)
             copies = copy_neighbour(
-                codes.cpu(), mask.cpu(), batch["channel_mask"], batch["ch_names"], batch["modality"]
+                codes.cpu(), host_mask, batch["channel_mask"], batch["ch_names"], batch["modality"]
             )
-            for kind in ("time", "space"):
+            for kind in kinds:
                 # a position with no unmasked neighbour falls back to the unigram's guess
-                predicted = copies[kind][mask.cpu()][..., :q]
-                valid = copies[f"{kind}_valid"][mask.cpu()][:, None, None]
-                hits = (torch.where(valid, predicted, guess) == targets.cpu()).sum(dim=0)
-                if kind == "time":
-                    time_correct = time_correct + hits
-                else:
-                    space_correct = space_correct + hits
+                predicted = copies[kind][host_mask][..., :q]
+                valid = copies[f"{kind}_valid"][host_mask][:, None, None]
+                copied[kind] = copied[kind] + (torch.where(valid, predicted, guess) == host_targets).sum(
+                    dim=0
+                )
         result[name] = {
             "masked_loss": loss / n,
             "unigram_loss": uni / n,
@@ -242,10 +243,8 @@ def evaluate(
             "unigram_accuracy": float(uni_correct.sum()) / (n * correct.numel()),
             "head_accuracy": (correct / n).tolist(),
             "unigram_head_accuracy": (uni_correct / n).tolist(),
-            "copy_time_accuracy": float(time_correct.sum()) / (n * correct.numel()),
-            "copy_space_accuracy": float(space_correct.sum()) / (n * correct.numel()),
-            "copy_time_head_accuracy": (time_correct / n).tolist(),
-            "copy_space_head_accuracy": (space_correct / n).tolist(),
+            **{f"copy_{kind}_accuracy": float(copied[kind].sum()) / (n * correct.numel()) for kind in kinds},
+            **{f"copy_{kind}_head_accuracy": (copied[kind] / n).tolist() for kind in kinds},
             "n_masked": int(n),
         }
         total["loss"] += loss
@@ -253,8 +252,8 @@ def evaluate(
         total["n"] += n
         total["correct"] += float(correct.sum())
         total["unigram_correct"] += float(uni_correct.sum())
-        total["time_correct"] += float(time_correct.sum())
-        total["space_correct"] += float(space_correct.sum())
+        for kind in kinds:
+            total[f"{kind}_correct"] += float(copied[kind].sum())
         heads = correct.numel()
     model.train(was_training)
     if total["n"]:
@@ -263,8 +262,7 @@ def evaluate(
             "unigram_loss": total["unigram"] / total["n"],
             "masked_accuracy": total["correct"] / (total["n"] * heads),
             "unigram_accuracy": total["unigram_correct"] / (total["n"] * heads),
-            "copy_time_accuracy": total["time_correct"] / (total["n"] * heads),
-            "copy_space_accuracy": total["space_correct"] / (total["n"] * heads),
+            **{f"copy_{kind}_accuracy": total[f"{kind}_correct"] / (total["n"] * heads) for kind in kinds},
         }
     return result
 
@@ -310,17 +308,9 @@ def pretrain(args: PretrainArgs) -> Path:
     fetch = InputFetcher(corpora, config.input_kind)
     unigram = unigram_log_probs(train_views, config.n_target_levels)
     weights = json.loads(args.weights) if args.weights else None
-    sampler = MixedCorpus(
-        train_views,
-        weights,
-        args.batch_size,
-        seed=args.seed * 1000,
-        rank=accelerator.process_index,
-        world_size=accelerator.num_processes,
-        collate=collate_tokens,
+    sampler = data_parallel_batches(
+        accelerator, train_views, weights, args.batch_size, args.seed * 1000, collate=collate_tokens
     )
-    # windows read and collated while the accelerator steps (on a CPU the step itself uses every core)
-    sampler = Prefetcher(sampler, depth=0 if accelerator.device.type == "cpu" else 4)
     optimizer = torch.optim.AdamW(
         weight_decay_groups(model, args.weight_decay),
         lr=args.lr,
@@ -428,11 +418,11 @@ def pretrain(args: PretrainArgs) -> Path:
         accelerator, optimizer, scheduler, model.parameters(), start_step, cadence, stage, "pretrain"
     )
     sampler.close()
-    weights, _ = full_state_dicts(raw_model)  # every rank: FSDP gathers the shards to rank 0
+    final_weights, _ = full_state_dicts(raw_model)  # every rank: FSDP gathers the shards to rank 0
     del model, train_step  # the DDP wrapper, before the process group ends (see end_training)
     end_training(accelerator)
     if accelerator.is_main_process and last == args.steps:
-        raw_model.save_pretrained(str(out / "final"), state_dict=weights)
+        raw_model.save_pretrained(str(out / "final"), state_dict=final_weights)
     return out / "final"
 
 

@@ -16,9 +16,9 @@ import torch
 
 from core.training import (
     Cadence,
-    Prefetcher,
     Stage,
     checkpoint_saver,
+    data_parallel_batches,
     end_training,
     lr_lambda,
     resume_run,
@@ -28,7 +28,6 @@ from core.training import (
 from data_prep.config import run_command
 from data_prep.corpus import Corpus, load_corpora
 from data_prep.errors import ConfigError
-from data_prep.mixing import MixedCorpus
 from data_prep.presets import eeg_site_names
 
 from .config import TokenizerConfig
@@ -200,16 +199,7 @@ def train(args: TokenizerTrainArgs) -> Path:
         for corpus in corpora.values():  # the corpora's own presets, overrides included
             config.modalities[corpus.preset.name]["preset"] = corpus.preset.to_dict()
     model = BiotokTokenizer(config)
-    sampler = MixedCorpus(
-        train_views,
-        weights,
-        args.batch_size,
-        seed=args.seed * 1000,
-        rank=accelerator.process_index,
-        world_size=accelerator.num_processes,
-    )
-    # windows read and collated while the accelerator steps (on a CPU the step itself uses every core)
-    sampler = Prefetcher(sampler, depth=0 if accelerator.device.type == "cpu" else 4)
+    sampler = data_parallel_batches(accelerator, train_views, weights, args.batch_size, args.seed * 1000)
     optimizer = torch.optim.AdamW(
         weight_decay_groups(model, args.weight_decay),
         lr=args.lr,
