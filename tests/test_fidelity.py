@@ -97,9 +97,32 @@ def test_the_first_designs_stem_is_nearly_blind_to_amplitude():
     assert moved(unnormed) > 1.0
 
 
+def test_latent_skip_puts_each_patch_into_its_latents():
+    # with the transformer's path to the codes silenced, the skip alone makes the latents a linear map of
+    # the patch (doubling the patch adds the same step again); without it they ignore the patch
+    torch.manual_seed(0)
+    patches = torch.randn(1, 2, 3, 200) * 0.3
+    for skip in (True, False):
+        config = TokenizerConfig.from_size("tiny", ["eeg"], ["eeg:C3", "eeg:C4"], latent_skip=skip)
+        model = BiotokTokenizer(config).eval()
+        for proj in model.to_code:
+            torch.nn.init.zeros_(proj[-1].weight)
+            torch.nn.init.zeros_(proj[-1].bias)
+        ids = model.channel_ids(["C3", "C4"], "eeg")
+        with torch.no_grad():
+            zero, one, two = (model._latents(k * patches, ids, "eeg")[0] for k in (0, 1, 2))
+        if skip:
+            assert float((one - zero).norm()) > 0.1 * float(one.norm())
+            torch.testing.assert_close(two - one, one - zero, atol=1e-5, rtol=1e-4)
+        else:
+            assert torch.equal(one, zero) and torch.equal(two, zero)
+    assert TokenizerConfig.from_size("small", ["eeg"], ["eeg:C3"]).latent_skip
+
+
 def test_old_configs_load_with_the_first_design():
     old = TokenizerConfig(channel_vocab=["eeg:C3"])  # a config.json saved before these fields existed
     assert (old.patch_embed, old.objective, old.position_embed) == ("conv", "spectral", False)
+    assert not old.latent_skip
     model = BiotokTokenizer(old)
     assert isinstance(model.stems["eeg"][0], ConvBranch) and not hasattr(model, "position_embed")
     with pytest.raises(ValueError, match="patch_embed 'fft'"):

@@ -43,7 +43,10 @@ SIZES = {
         n_layers=4,
         n_heads=8,
         n_decoder_layers=2,
-        code_dim=16,  # low-dimensional lookups (as in DAC's factorised codes); 16 matched 32 in the ablation
+        # a linear skip from each patch to its latents, whose 32-d codes then carry more than the 16-d
+        # (fourth version: +2 dB held-out EEG, +6 dB Myo against the same recipe without it)
+        code_dim=32,
+        latent_skip=True,
         codebook_size=1024,
         n_levels=8,
         branch_channels=16,
@@ -79,6 +82,7 @@ LATER_FIELDS = (
     "position_embed",
     "phase_weight",
     "commitment",
+    "latent_skip",
 )
 
 
@@ -117,6 +121,7 @@ class TokenizerConfig(PretrainedConfig):
         position_embed: bool = False,
         phase_weight: float = 0.0,
         commitment: str = "levels",  # ResidualVQ's: "levels" (the first design) or "output"
+        latent_skip: bool = False,
         **kwargs,
     ):
         if modalities is None:
@@ -152,6 +157,7 @@ class TokenizerConfig(PretrainedConfig):
         self.patch_embed, self.objective = patch_embed, objective
         self.log_amp_weight, self.position_embed = log_amp_weight, position_embed
         self.phase_weight, self.commitment = phase_weight, commitment
+        self.latent_skip = latent_skip
         super().__init__(**kwargs)
 
     @property

@@ -132,6 +132,16 @@ class BiotokTokenizer(PreTrainedModel):
         self.to_code = nn.ModuleList(
             nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, config.code_dim)) for _ in range(s)
         )
+        if config.latent_skip:
+            # a linear map from each patch's samples straight to every scale's code: the latents start
+            # as a PCA-like projection of the patch (which keeps its information) that the transformer
+            # only refines with context; without it they held less than a 16-d PCA of the patch
+            self.latent_skip = nn.ModuleDict(
+                {
+                    name: nn.Linear(spec["preset"]["patch_len"], s * config.code_dim)
+                    for name, spec in config.modalities.items()
+                }
+            )
         self.quantizers = nn.ModuleList(
             ResidualVQ(
                 config.code_dim,
@@ -219,7 +229,11 @@ class BiotokTokenizer(PreTrainedModel):
         tokens, mask = self._embed(patches, channel_ids, modality)
         s, b, t, d = tokens.shape
         hidden = self.encoder(tokens.reshape(s * b, t, d), mask.repeat(s, 1, 1, 1)).view(s, b, t, d)
-        return torch.stack([proj(hidden[i]) for i, proj in enumerate(self.to_code)]), mask
+        latents = torch.stack([proj(hidden[i]) for i, proj in enumerate(self.to_code)])
+        if self.config.latent_skip:
+            skip = self.latent_skip[modality](patches.reshape(b, t, -1).to(latents.dtype))
+            latents = latents + skip.view(b, t, s, -1).permute(2, 0, 1, 3)
+        return latents, mask
 
     def _decode_latents(
         self, quantized: torch.Tensor, channel_ids: torch.Tensor, modality: str, shape: tuple
