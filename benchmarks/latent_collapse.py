@@ -21,16 +21,24 @@ from tokenizer.rvq import nearest_codes
 from tokenizer.train import batch_patches
 
 
-@torch.no_grad()
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def held_out_arguments(description: str, windows: int, **extra: tuple[type, object, str]):
+    """The tokenizer diagnostics' command line (tokenizer, corpus, held-out subject, windows and any
+    `name=(type, default, help)` extras): the parsed arguments, the model and the corpus."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--tokenizer", required=True, help="tokenizer folder")
     parser.add_argument("--corpus", required=True, help="prepared corpus folder")
     parser.add_argument("--subject", required=True, help="the held-out subject whose windows to encode")
-    parser.add_argument("--windows", type=int, default=16, help="windows spread over the subject's")
+    parser.add_argument("--windows", type=int, default=windows, help="windows spread over the subject's")
+    for name, (kind, default, text) in extra.items():
+        parser.add_argument(f"--{name}", type=kind, default=default, help=text)
     args = parser.parse_args()
     model = BiotokTokenizer.from_pretrained(args.tokenizer).eval()
-    corpus = next(iter(load_corpora([args.corpus]).values()))
+    return args, model, next(iter(load_corpora([args.corpus]).values()))
+
+
+@torch.no_grad()
+def main() -> None:
+    args, model, corpus = held_out_arguments(__doc__.splitlines()[0], 16)
     _, held = corpus.split_subjects({args.subject})
     items = [held[i] for i in range(0, len(held), max(1, len(held) // args.windows))][: args.windows]
     batch = collate_windows(items)
