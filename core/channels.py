@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch import nn
 
 
 def vocabulary_ids(
@@ -40,3 +41,19 @@ def vocabulary_positions(vocab: list[str]) -> torch.Tensor:
             if np.isfinite(pos).all():
                 table[row] = [*(10 * pos), 1.0]
     return torch.from_numpy(table)
+
+
+def add_channel_positions(model: nn.Module, vocab: list[str], d_model: int) -> None:
+    """Give `model` the `channel_pos` table of `vocab` and the `position_embed` MLP that `channel_vectors`
+    adds: channels never seen in training still get their neighbours' embedding."""
+    model.register_buffer("channel_pos", vocabulary_positions(vocab))
+    model.position_embed = nn.Sequential(nn.Linear(4, d_model), nn.GELU(), nn.Linear(d_model, d_model))
+
+
+def channel_vectors(model: nn.Module, channel_ids: torch.Tensor) -> torch.Tensor:
+    """`(B, C)` ids -> `(B, C, d)`: `model.channel_embed` per name, plus one from the channel's position
+    where `add_channel_positions` gave the model them."""
+    vectors = model.channel_embed(channel_ids)
+    if hasattr(model, "position_embed"):
+        vectors = vectors + model.position_embed(model.channel_pos[channel_ids].to(vectors.dtype))
+    return vectors

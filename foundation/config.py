@@ -43,6 +43,7 @@ class FoundationConfig(PretrainedConfig):
         max_patches: int = 64,
         mask_ratio: float = 0.5,
         symmetric_masking: bool = False,
+        position_embed: bool = False,
         **kwargs,
     ):
         if input_kind not in ("tokens", "patches"):
@@ -61,6 +62,7 @@ class FoundationConfig(PretrainedConfig):
         self.d_model, self.n_layers, self.n_heads = d_model, n_layers, n_heads
         self.dropout, self.max_patches = dropout, max_patches
         self.mask_ratio, self.symmetric_masking = mask_ratio, symmetric_masking
+        self.position_embed = position_embed
         super().__init__(**kwargs)
 
     @classmethod

@@ -14,7 +14,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from core.blocks import ConvBranch, Transformer, init_weights
-from core.channels import vocabulary_ids
+from core.channels import add_channel_positions, channel_vectors, vocabulary_ids
 
 from .config import FoundationConfig
 
@@ -73,6 +73,8 @@ class BiotokFoundation(PreTrainedModel):
             )
         self.mask_embed = nn.Parameter(torch.zeros(d))
         self.channel_embed = nn.Embedding(len(config.channel_vocab) + 1, d, padding_idx=0)
+        if config.position_embed:  # electrode positions: which channels are neighbours, for every montage
+            add_channel_positions(self, config.channel_vocab, d)
         self.time_embed = nn.Embedding(config.max_patches, d)
         self.modality_embed = nn.Embedding(max(1, len(self.modality_names)), d)
         self.encoder = Transformer(d, config.n_layers, config.n_heads, config.dropout)
@@ -132,7 +134,7 @@ class BiotokFoundation(PreTrainedModel):
             x = torch.where(mask[..., None], self.mask_embed.to(x.dtype), x)
         x = (
             x
-            + self.channel_embed(channel_ids)[:, :, None]
+            + channel_vectors(self, channel_ids)[:, :, None]
             + self.time_embed.weight[:p][None, None]
             + self.modality_embed.weight[self.modality_names.index(modality)]
         )

@@ -48,6 +48,10 @@ class PretrainArgs:
         default="", metadata={"help": 'JSON sampling weights by corpus, e.g. {"eegbci": 0.6}'}
     )
     size: str = field(default="tiny", metadata={"help": "tiny | small | base"})
+    overrides: str = field(
+        default="",
+        metadata={"help": 'JSON: FoundationConfig fields over the size\'s, e.g. {"position_embed": true}'},
+    )
     input_kind: str = field(
         default="tokens", metadata={"help": "tokens | patches (raw patches in, codes as targets)"}
     )
@@ -78,6 +82,9 @@ class PretrainArgs:
     save_every: int = 100
     resume: bool = field(default=True, metadata={"help": "continue from the newest checkpoint in --out"})
     stop_at: int = field(default=0, metadata={"help": "stop after this step (0: run to --steps)"})
+    max_seconds: float = field(
+        default=0, metadata={"help": "stop after this much training time and save final/ (0: no limit)"}
+    )
     mixed_precision: str = field(default="no", metadata={"help": "no | bf16 | fp16"})
     report_to: str = field(default="", metadata={"help": "extra Accelerate trackers, e.g. tensorboard"})
     seed: int = 0
@@ -280,6 +287,7 @@ def build_config(args: PretrainArgs, corpora: dict[str, TokenCorpus]) -> Foundat
         input_kind=args.input_kind,
         mask_ratio=args.mask_ratio,
         symmetric_masking=args.symmetric_masking,
+        **(json.loads(args.overrides) if args.overrides else {}),
     )
 
 
@@ -421,7 +429,7 @@ def pretrain(args: PretrainArgs) -> Path:
     final_weights, _ = full_state_dicts(raw_model)  # every rank: FSDP gathers the shards to rank 0
     del model, train_step  # the DDP wrapper, before the process group ends (see end_training)
     end_training(accelerator)
-    if accelerator.is_main_process and last == args.steps:
+    if accelerator.is_main_process and (last == args.steps or args.max_seconds):
         raw_model.save_pretrained(str(out / "final"), state_dict=final_weights)
     return out / "final"
 

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from core.channels import channel_vectors
 from data_prep.corpus import Corpus, load_sources, prepare_corpus
 from data_prep.errors import BiosignalError
 from data_prep.prepare import resolve_sources
@@ -105,6 +106,24 @@ def test_save_load_round_trip(tmp_path, tokenizer):
     codes = torch.randint(0, config.codebook_size, (1, 3, 4, config.n_scales, config.n_levels))
     ids = model.channel_ids([["C3", "Cz", "C4"]], "eeg")
     assert torch.equal(model.encode(ids, "eeg", codes=codes), loaded.eval().encode(ids, "eeg", codes=codes))
+
+
+def test_electrode_positions_make_neighbouring_channels_alike(tmp_path, tokenizer):
+    # a channel's vector from its 10-05 position alone (learned name embeddings zeroed): an electrode's
+    # neighbour is nearer to it than a far electrode is, so copying a neighbour is easy to learn
+    torch.manual_seed(0)
+    config = FoundationConfig.from_tokenizer(tokenizer.config, "tiny", n_target_levels=2, position_embed=True)
+    model = BiotokFoundation(config).eval()
+    assert not FoundationConfig().position_embed  # saved configs without the field load as trained
+    torch.nn.init.zeros_(model.channel_embed.weight)
+    ids = model.channel_ids([["C3", "C1", "O2"]], "eeg")
+    with torch.no_grad():
+        c3, c1, o2 = channel_vectors(model, ids)[0]
+    assert float((c3 - c1).norm()) < 0.6 * float((c3 - o2).norm())
+    model.save_pretrained(tmp_path)
+    loaded, info = BiotokFoundation.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert torch.equal(channel_vectors(loaded.eval(), ids), channel_vectors(model, ids))
 
 
 def _args(token_root, out, **overrides):

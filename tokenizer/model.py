@@ -16,7 +16,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from core.blocks import ConvBranch, KVCache, StaticKVCache, Transformer, attention, init_weights
-from core.channels import vocabulary_ids, vocabulary_positions
+from core.channels import add_channel_positions, channel_vectors, vocabulary_ids, vocabulary_positions
 
 from .config import TokenizerConfig
 from .rvq import ResidualVQ
@@ -120,11 +120,8 @@ class BiotokTokenizer(PreTrainedModel):
                 }
             )
         self.channel_embed = nn.Embedding(len(config.channel_vocab) + 1, d, padding_idx=0)
-        if config.position_embed:
-            # where a channel sits (10-05 positions for EEG): channels never seen in training still get
-            # their neighbours' embedding; (x, y, z) in decimetres and a "known" flag, row 0 = padding
-            self.register_buffer("channel_pos", vocabulary_positions(config.channel_vocab))
-            self.position_embed = nn.Sequential(nn.Linear(4, d), nn.GELU(), nn.Linear(d, d))
+        if config.position_embed:  # where a channel sits (10-05 positions for EEG)
+            add_channel_positions(self, config.channel_vocab, d)
         self.time_embed = nn.Embedding(config.max_patches, d)
         self.modality_embed = nn.Embedding(len(self.modality_names), d)
         self.scale_embed = nn.Embedding(s, d)
@@ -187,13 +184,6 @@ class BiotokTokenizer(PreTrainedModel):
 
     # ------------------------------------------------------------ network
 
-    def _channel_vectors(self, channel_ids: torch.Tensor) -> torch.Tensor:
-        """`(B, C)` ids -> `(B, C, d)`: the learned per-name embedding, plus one from the position."""
-        vectors = self.channel_embed(channel_ids)
-        if self.config.position_embed:
-            vectors = vectors + self.position_embed(self.channel_pos[channel_ids].to(vectors.dtype))
-        return vectors
-
     def _check_modality(self, modality: str) -> None:
         if modality not in self.config.modalities:
             raise ValueError(
@@ -212,7 +202,7 @@ class BiotokTokenizer(PreTrainedModel):
         tokens = tokens.view(-1, b, c, p, self.config.d_model)
         tokens = (
             tokens
-            + self._channel_vectors(channel_ids)[None, :, :, None]
+            + channel_vectors(self, channel_ids)[None, :, :, None]
             + self.time_embed.weight[:p][None, None, None]
         )
         modality_id = self.modality_names.index(modality)
@@ -244,7 +234,7 @@ class BiotokTokenizer(PreTrainedModel):
         x = self.from_code(quantized.permute(1, 2, 0, 3).reshape(b, t, -1))
         x = (
             x
-            + self._channel_vectors(channel_ids).repeat_interleave(p, dim=1)
+            + channel_vectors(self, channel_ids).repeat_interleave(p, dim=1)
             + self.time_embed.weight[:p].repeat(c, 1)[None]
         )
         mask = (channel_ids > 0).repeat_interleave(p, dim=1)[:, None, None, :]
