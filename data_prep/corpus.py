@@ -402,6 +402,19 @@ class Corpus:
         return self.dataset[name]
 
 
+def split_corpora(
+    corpora: dict, holdout_fraction: float, holdout_subjects: str | dict | None = None
+) -> tuple[dict, dict]:
+    """(train, held-out) views of every corpus by name: the subjects that `holdout_subjects` (a dict or
+    its JSON, by corpus name) lists for a corpus, else that corpus's subject hash split."""
+    if isinstance(holdout_subjects, str):
+        holdout_subjects = json.loads(holdout_subjects) if holdout_subjects else None
+    train, held = {}, {}
+    for name, corpus in corpora.items():
+        train[name], held[name] = corpus.split(holdout_fraction, holdout_subjects)
+    return train, held
+
+
 def load_corpora(
     paths: list[str | Path] | str | Path, kind: type[Corpus] = Corpus, **kwargs
 ) -> dict[str, Corpus]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from data_prep.atomic import atomic_path, write_json
-from data_prep.corpus import Corpus, load_corpora
+from data_prep.corpus import Corpus, load_corpora, split_corpora
 from data_prep.errors import BiosignalError
 from tokenizer.evaluate import reconstruct, row_metrics
 from tokenizer.metrics import codebook_stats
@@ -121,14 +121,16 @@ def tokenizer_metrics(
 
 
 def foundation_metrics(
-    model: BiotokFoundation, token_corpora: dict[str, TokenCorpus], holdout: float, batch_size: int = 32
+    model: BiotokFoundation,
+    token_corpora: dict[str, TokenCorpus],
+    holdout: float,
+    batch_size: int = 32,
+    held_subjects: dict[str, list[str]] | None = None,
 ) -> dict[str, dict]:
     """Per corpus with held-out subjects: masked-token loss and accuracy over every held-out window
     (masks drawn from a fixed seed), beside the unigram baseline of the training windows' codes and
     the two local-copy baselines (nearest unmasked patch of the channel; nearest unmasked electrode)."""
-    train, held = {}, {}
-    for name, corpus in token_corpora.items():
-        train[name], held[name] = corpus.split_by_subject(holdout)
+    train, held = split_corpora(token_corpora, holdout, held_subjects)
     held = {name: view for name, view in held.items() if len(view)}
     unigram = unigram_log_probs(train, model.config.n_target_levels)
     batches = math.ceil(max(len(view) for view in held.values()) / batch_size)
@@ -172,7 +174,9 @@ def measure(
         for corpus in corpora.values():
             tokenize_corpus(tokenizer, corpus, Path(work) / "tokens", progress=False)
         tokens = load_token_corpora([Path(work) / "tokens"], expect_hash=model.config.tokenizer_hash)
-        cards["foundation"] = foundation_metrics(model, tokens, holdout_fraction(foundation_dir))
+        cards["foundation"] = foundation_metrics(
+            model, tokens, holdout_fraction(foundation_dir), held_subjects=holdout_subjects(foundation_dir)
+        )
     return cards
 
 

@@ -27,6 +27,7 @@ from core.training import (
     weight_decay_groups,
 )
 from data_prep.config import run_command
+from data_prep.corpus import split_corpora
 from data_prep.errors import ConfigError
 from data_prep.mixing import collate_windows
 
@@ -75,6 +76,12 @@ class PretrainArgs:
     grad_clip: float = 1.0
     holdout_fraction: float = field(
         default=0.25, metadata={"help": "fraction of subjects held out per corpus"}
+    )
+    holdout_subjects: str = field(
+        default="",
+        metadata={
+            "help": 'JSON: subjects held out by corpus name (e.g. {"eegbci": ["001"]}); else the fraction'
+        },
     )
     eval_every: int = 100
     eval_batches: int = 4
@@ -305,9 +312,7 @@ def pretrain(args: PretrainArgs) -> Path:
         FoundationConfig.from_json_file(str(config_path)).tokenizer_hash if config_path.exists() else None
     )
     corpora = load_token_corpora(args.tokens, expect_hash=expect if args.resume else None)
-    train_views, eval_views = {}, {}
-    for name, corpus in corpora.items():
-        train_views[name], eval_views[name] = corpus.split_by_subject(args.holdout_fraction)
+    train_views, eval_views = split_corpora(corpora, args.holdout_fraction, args.holdout_subjects)
     if args.resume and config_path.exists():
         config = FoundationConfig.from_json_file(str(config_path))
     else:

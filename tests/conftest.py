@@ -41,5 +41,13 @@ def real() -> Path:
 
 
 @pytest.fixture(scope="session")
+def real_work(tmp_path_factory) -> Path:
+    """One folder where the real recordings are prepared (`corpora/`) and tokenized by the shipped
+    tokenizer-small-v1 (`tokens/`): the foundation tests and the model-card test reuse each other's
+    shards instead of making them twice (the suite's largest cost)."""
+    return tmp_path_factory.mktemp("real_work")
+
+
+@pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory) -> Path:
     return write_default_dataset(tmp_path_factory.mktemp("synthetic"), TINY_SYNTHETIC, progress=False)

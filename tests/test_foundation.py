@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from core.channels import channel_vectors
-from data_prep.corpus import Corpus, load_sources, prepare_corpus
-from data_prep.errors import BiosignalError
+from data_prep.corpus import Corpus, load_sources, prepare_corpus, split_corpora
+from data_prep.errors import BiosignalError, ConfigError
 from data_prep.prepare import resolve_sources
 from foundation.config import FoundationConfig
 from foundation.model import BiotokFoundation, masked_positions, random_mask
 from foundation.pretrain import PretrainArgs, pretrain
-from foundation.tokens import TokenCorpus, collate_tokens, tokenize_corpus
+from foundation.tokens import TokenCorpus, collate_tokens, load_token_corpora, tokenize_corpus
 from tokenizer.model import BiotokTokenizer
 
 # v1: these tests tokenize the synthetic emg2qwerty-format EMG too, whose electrodes only v1 knows
@@ -26,20 +26,27 @@ def tokenizer():
 
 
 @pytest.fixture(scope="module")
-def token_root(tmp_path_factory, tokenizer, real, synthetic_root):
-    """Real EEGBCI + Myo and the synthetic EEG/EMG corpora, tokenized by the shipped tokenizer."""
+def token_root(tmp_path_factory, tokenizer, real, synthetic_root, real_work):
+    """Real EEGBCI + Myo and the synthetic EEG/EMG corpora, tokenized by the shipped tokenizer. The real
+    ones are made in the session's `real_work` (the model-card test reuses them) and linked here."""
     root = tmp_path_factory.mktemp("tokens")
     specs = {
-        s.name: (s, real) for s in load_sources(resolve_sources("shared_real")) if s.name in ("eegbci", "myo")
+        s.name: (s, real, real_work)
+        for s in load_sources(resolve_sources("shared_real"))
+        if s.name in ("eegbci", "myo")
     }
     specs |= {
-        s.name: (s, synthetic_root)
+        s.name: (s, synthetic_root, root)
         for s in load_sources(resolve_sources("synthetic"))
         if s.name != "ecg_synthetic"
     }
-    for spec, data_root in specs.values():
-        report = prepare_corpus(spec, data_root, root / "corpora", progress=False)
-        tokenize_corpus(tokenizer, Corpus(report.path), root / "tokens", batch_size=32, progress=False)
+    for name, (spec, data_root, work) in specs.items():
+        report = prepare_corpus(spec, data_root, work / "corpora", progress=False)
+        tokenize_corpus(tokenizer, Corpus(report.path), work / "tokens", progress=False)
+        if work != root:
+            for kind in ("corpora", "tokens"):
+                (root / kind).mkdir(exist_ok=True)
+                (root / kind / name).symlink_to(work / kind / name, target_is_directory=True)
     return root
 
 
@@ -154,6 +161,31 @@ def test_pretraining_beats_the_unigram_baseline(token_root, tmp_path):
     # 1024-way codes: exact-code accuracy is small for both, but the model's is clearly higher
     assert overall["masked_accuracy"] > 1.5 * overall["unigram_accuracy"], overall
     assert (out / "final" / "model.safetensors").exists()
+
+
+def test_named_subjects_are_held_out_of_pretraining(token_root, tmp_path):
+    # the strict protocol: the subjects a downstream fold tests on are never in its pretraining data
+    corpora = load_token_corpora([token_root / "tokens"])
+    last = sorted(set(corpora["eegbci"].column("subject")))[-1]
+    train, held = split_corpora(corpora, 0.25, json.dumps({"eegbci": [last]}))
+    assert set(held["eegbci"].column("subject")) == {last}
+    assert last not in set(train["eegbci"].column("subject"))
+    hashed = corpora["myo"].split_by_subject(0.25)[1]  # corpora not named keep the hash split
+    assert held["myo"].column("subject") == hashed.column("subject")
+    with pytest.raises(ConfigError, match=r"holdout_subjects\.eegbci.*'999'"):
+        split_corpora(corpora, 0.25, {"eegbci": ["999"]})
+    out = tmp_path / "run"
+    pretrain(
+        _args(
+            token_root, out, steps=4, eval_every=4, save_every=4, holdout_subjects=f'{{"eegbci": ["{last}"]}}'
+        )
+    )
+    final = [json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines()][-1]
+    assert final["eegbci"]["n_masked"] > 0
+    assert (
+        json.loads((out / "pretrain_args.json").read_text())["holdout_subjects"]
+        == f'{{"eegbci": ["{last}"]}}'
+    )
 
 
 def test_resume_continues_the_same_loss_curve(token_root, tmp_path):

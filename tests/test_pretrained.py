@@ -20,9 +20,9 @@ def card(name: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def measured(real, tmp_path_factory) -> dict:
+def measured(real, real_work) -> dict:
     """tokenizer-small-v1 with foundation-small (which reads its codes), and tokenizer-small alone."""
-    work = tmp_path_factory.mktemp("card")  # one folder: the second measure reuses the prepared shards
+    work = real_work  # one folder: the second measure (and the foundation tests) reuse the prepared shards
     cards = measure(real, MODELS / "tokenizer-small-v1", MODELS / "foundation-small", work)
     cards["tokenizer-small"] = measure(real, MODELS / "tokenizer-small", None, work)["tokenizer"]
     return cards

@@ -26,7 +26,7 @@ from core.training import (
     weight_decay_groups,
 )
 from data_prep.config import run_command
-from data_prep.corpus import Corpus, load_corpora
+from data_prep.corpus import Corpus, load_corpora, split_corpora
 from data_prep.errors import ConfigError
 from data_prep.presets import eeg_site_names
 
@@ -182,10 +182,7 @@ def train(args: TokenizerTrainArgs) -> Path:
     torch.manual_seed(args.seed)
     out = Path(args.out)
     corpora = load_corpora(args.corpora)
-    train_views, eval_views = {}, {}
-    holdout = json.loads(args.holdout_subjects) if args.holdout_subjects else None
-    for name, corpus in corpora.items():
-        train_views[name], eval_views[name] = corpus.split(args.holdout_fraction, holdout)
+    train_views, eval_views = split_corpora(corpora, args.holdout_fraction, args.holdout_subjects)
     weights = json.loads(args.weights) if args.weights else None
     presets = sorted({c.preset.name for c in corpora.values()})
     config_path = out / "tokenizer_config.json"
