@@ -44,6 +44,7 @@ class FoundationConfig(PretrainedConfig):
         mask_ratio: float = 0.5,
         symmetric_masking: bool = False,
         position_embed: bool = False,
+        tie_heads: bool = False,
         **kwargs,
     ):
         if input_kind not in ("tokens", "patches"):
@@ -62,7 +63,7 @@ class FoundationConfig(PretrainedConfig):
         self.d_model, self.n_layers, self.n_heads = d_model, n_layers, n_heads
         self.dropout, self.max_patches = dropout, max_patches
         self.mask_ratio, self.symmetric_masking = mask_ratio, symmetric_masking
-        self.position_embed = position_embed
+        self.position_embed, self.tie_heads = position_embed, tie_heads
         super().__init__(**kwargs)
 
     @classmethod

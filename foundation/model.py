@@ -78,7 +78,12 @@ class BiotokFoundation(PreTrainedModel):
         self.time_embed = nn.Embedding(config.max_patches, d)
         self.modality_embed = nn.Embedding(max(1, len(self.modality_names)), d)
         self.encoder = Transformer(d, config.n_layers, config.n_heads, config.dropout)
-        self.head = nn.Linear(d, s * q * k)  # S x Q heads as one matmul
+        if config.tie_heads and config.input_kind == "tokens":
+            # a code's output row is its input embedding: copying a visible neighbour's codes then needs
+            # only attention to it, not 8 x 1024 output rows learned from scratch
+            self.head_bias = nn.Parameter(torch.zeros(s * q * k))
+        else:
+            self.head = nn.Linear(d, s * q * k)  # S x Q heads as one matmul
         self._vocab_index = {name: i + 1 for i, name in enumerate(config.channel_vocab)}
         self.post_init()
 
@@ -160,7 +165,11 @@ class BiotokFoundation(PreTrainedModel):
         hidden = self.encode(channel_ids, modality, codes=codes, patches=patches, mask=mask)
         index = masked_positions(mask) if masked_index is None else masked_index.to(hidden.device)
         picked = hidden.reshape(-1, hidden.shape[-1]).index_select(0, index)
-        logits = self.head(picked).view(-1, s, q, k).float()  # (M, S, Q, K): masked only
+        if hasattr(self, "head_bias"):
+            logits = nn.functional.linear(picked, self.code_embed.weight, self.head_bias)
+        else:
+            logits = self.head(picked)
+        logits = logits.view(-1, s, q, k).float()  # (M, S, Q, K): masked only
         targets = codes.reshape(-1, *codes.shape[3:]).index_select(0, index)[..., :q]  # (M, S, Q)
         per_token = F.cross_entropy(logits.permute(0, 3, 1, 2), targets, reduction="none")  # (M, S, Q)
         n_masked = torch.tensor(per_token.shape[0], device=per_token.device)

@@ -133,6 +133,28 @@ def test_electrode_positions_make_neighbouring_channels_alike(tmp_path, tokenize
     assert torch.equal(channel_vectors(loaded.eval(), ids), channel_vectors(model, ids))
 
 
+def test_tied_heads_score_codes_by_their_input_embedding(tmp_path, tokenizer):
+    # every visible code is 0, the masked position's target is code 5: only a tied head's loss reaches
+    # code 5's embedding row (an untied model has a separate output row for it)
+    torch.manual_seed(0)
+    grads = {}
+    for tie in (True, False):
+        config = FoundationConfig.from_tokenizer(tokenizer.config, "tiny", n_target_levels=2, tie_heads=tie)
+        model = BiotokFoundation(config)
+        codes = torch.zeros(1, 3, 4, config.n_scales, config.n_levels, dtype=torch.long)
+        codes[0, 1, 2, 0, 0] = 5
+        mask = torch.zeros(1, 3, 4, dtype=torch.bool)
+        mask[0, 1, 2] = True
+        model(codes, model.channel_ids([["C3", "Cz", "C4"]], "eeg"), "eeg", mask).loss.backward()
+        grads[tie] = float(model.code_embed.weight.grad[5].norm())  # row of (scale 0, level 0, code 5)
+        assert hasattr(model, "head") != tie
+    assert grads[True] > 0 and grads[False] == 0
+    model = BiotokFoundation(FoundationConfig.from_tokenizer(tokenizer.config, "tiny", tie_heads=True))
+    model.save_pretrained(tmp_path)
+    _, info = BiotokFoundation.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+
+
 def _args(token_root, out, **overrides):
     base = dict(
         tokens=[str(token_root / "tokens")],
