@@ -348,6 +348,11 @@ class Cadence:
     def last(self) -> int:
         return min(self.steps, self.stop_at) if self.stop_at else self.steps
 
+    def saves_final(self, last: int) -> bool:
+        """Whether a run that `training_loop` ended at step `last` writes its final model: it ran its
+        whole schedule, or it had a time budget (stopping on it ends the run, not a pause)."""
+        return last == self.steps or bool(self.max_seconds)
+
 
 @dataclass
 class Stage:

@@ -49,6 +49,8 @@ class FoundationConfig(PretrainedConfig):
     ):
         if input_kind not in ("tokens", "patches"):
             raise ValueError(f"input_kind must be 'tokens' or 'patches', got {input_kind!r}")
+        if tie_heads and input_kind != "tokens":
+            raise ValueError("tie_heads scores codes by their input embeddings: it needs input_kind 'tokens'")
         if d_model % n_heads:
             raise ValueError(f"d_model {d_model} is not divisible by n_heads {n_heads}")
         if not 0 < mask_ratio < 1:

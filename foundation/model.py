@@ -78,7 +78,7 @@ class BiotokFoundation(PreTrainedModel):
         self.time_embed = nn.Embedding(config.max_patches, d)
         self.modality_embed = nn.Embedding(max(1, len(self.modality_names)), d)
         self.encoder = Transformer(d, config.n_layers, config.n_heads, config.dropout)
-        if config.tie_heads and config.input_kind == "tokens":
+        if config.tie_heads:
             # a code's output row is its input embedding: copying a visible neighbour's codes then needs
             # only attention to it, not 8 x 1024 output rows learned from scratch
             self.head_bias = nn.Parameter(torch.zeros(s * q * k))
@@ -165,7 +165,7 @@ class BiotokFoundation(PreTrainedModel):
         hidden = self.encode(channel_ids, modality, codes=codes, patches=patches, mask=mask)
         index = masked_positions(mask) if masked_index is None else masked_index.to(hidden.device)
         picked = hidden.reshape(-1, hidden.shape[-1]).index_select(0, index)
-        if hasattr(self, "head_bias"):
+        if cfg.tie_heads:
             logits = nn.functional.linear(picked, self.code_embed.weight, self.head_bias)
         else:
             logits = self.head(picked)

@@ -434,7 +434,7 @@ def pretrain(args: PretrainArgs) -> Path:
     final_weights, _ = full_state_dicts(raw_model)  # every rank: FSDP gathers the shards to rank 0
     del model, train_step  # the DDP wrapper, before the process group ends (see end_training)
     end_training(accelerator)
-    if accelerator.is_main_process and (last == args.steps or args.max_seconds):
+    if accelerator.is_main_process and cadence.saves_final(last):
         raw_model.save_pretrained(str(out / "final"), state_dict=final_weights)
     return out / "final"
 

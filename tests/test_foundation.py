@@ -149,6 +149,8 @@ def test_tied_heads_score_codes_by_their_input_embedding(tmp_path, tokenizer):
         grads[tie] = float(model.code_embed.weight.grad[5].norm())  # row of (scale 0, level 0, code 5)
         assert hasattr(model, "head") != tie
     assert grads[True] > 0 and grads[False] == 0
+    with pytest.raises(ValueError, match="tie_heads .* needs input_kind 'tokens'"):
+        FoundationConfig(input_kind="patches", tie_heads=True)
     model = BiotokFoundation(FoundationConfig.from_tokenizer(tokenizer.config, "tiny", tie_heads=True))
     model.save_pretrained(tmp_path)
     _, info = BiotokFoundation.from_pretrained(tmp_path, output_loading_info=True)

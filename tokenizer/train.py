@@ -264,7 +264,7 @@ def train(args: TokenizerTrainArgs) -> Path:
     sampler.close()
     del model, train_step  # the DDP wrapper, before the process group ends (see end_training)
     end_training(accelerator)
-    if accelerator.is_main_process and (last == args.steps or args.max_seconds):
+    if accelerator.is_main_process and cadence.saves_final(last):
         raw_model.save_pretrained(str(out / "final"))
     return out / "final"
 
