@@ -119,6 +119,32 @@ def test_latent_skip_puts_each_patch_into_its_latents():
     assert TokenizerConfig.from_size("small", ["eeg"], ["eeg:C3"]).latent_skip
 
 
+def test_decoder_skip_rebuilds_each_patch_linearly_from_its_codes():
+    # with the heads silenced (as they start), the skip alone makes the rebuilt patch a linear map of the
+    # codes (twice the codes, twice the patch) while the outputs are still amplitude and phase; without
+    # it a silenced head rebuilds nothing
+    torch.manual_seed(0)
+    latents = torch.randn(4, 1, 6, 16)  # (scales, batch, channels * patches, code_dim) of the tiny size
+    shape = (1, 2, 3, 200)
+    for skip in (True, False):
+        config = TokenizerConfig.from_size("tiny", ["eeg"], ["eeg:C3", "eeg:C4"], decoder_skip=skip)
+        model = BiotokTokenizer(config).eval()
+        torch.nn.init.zeros_(model.heads["eeg"].weight)
+        torch.nn.init.zeros_(model.heads["eeg"].bias)
+        ids = model.channel_ids(["C3", "C4"], "eeg")
+        with torch.no_grad():
+            one, two = (
+                model.spectrum_to_patches(*model._decode_latents(k * latents, ids, "eeg", shape), 200)
+                for k in (1, 2)
+            )
+        if skip:
+            assert float(one.norm()) > 0.1
+            torch.testing.assert_close(two, 2 * one, atol=1e-4, rtol=1e-3)
+        else:
+            assert float(one.abs().max()) == 0 and float(two.abs().max()) == 0
+    assert not TokenizerConfig(channel_vocab=["eeg:C3"]).decoder_skip
+
+
 def test_old_configs_load_with_the_first_design():
     old = TokenizerConfig(channel_vocab=["eeg:C3"])  # a config.json saved before these fields existed
     assert (old.patch_embed, old.objective, old.position_embed) == ("conv", "spectral", False)

@@ -83,6 +83,7 @@ LATER_FIELDS = (
     "phase_weight",
     "commitment",
     "latent_skip",
+    "decoder_skip",
 )
 
 
@@ -122,6 +123,7 @@ class TokenizerConfig(PretrainedConfig):
         phase_weight: float = 0.0,
         commitment: str = "levels",  # ResidualVQ's: "levels" (the first design) or "output"
         latent_skip: bool = False,
+        decoder_skip: bool = False,
         **kwargs,
     ):
         if modalities is None:
@@ -157,7 +159,7 @@ class TokenizerConfig(PretrainedConfig):
         self.patch_embed, self.objective = patch_embed, objective
         self.log_amp_weight, self.position_embed = log_amp_weight, position_embed
         self.phase_weight, self.commitment = phase_weight, commitment
-        self.latent_skip = latent_skip
+        self.latent_skip, self.decoder_skip = latent_skip, decoder_skip
         super().__init__(**kwargs)
 
     @property

@@ -166,10 +166,11 @@ def markdown(rows: list[dict]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        codecs = [f"{r[key]['snr_db']:.2f}" if key in r else "—" for key in ("dct", "spatial_dct")]
         lines.append(
             f"| {r['corpus']} | {r['levels']} | {r['bits_per_channel_second']:.0f} | "
-            f"{r['tokenizer']['snr_db']:.2f} | {r['tokenizer']['pcc']:.3f} | {r['dct']['snr_db']:.2f} | "
-            f"{r['spatial_dct']['snr_db']:.2f} | {r['continuous']['snr_db']:.2f} |"
+            f"{r['tokenizer']['snr_db']:.2f} | {r['tokenizer']['pcc']:.3f} | {' | '.join(codecs)} | "
+            f"{r['continuous']['snr_db']:.2f} |"
         )
     return "\n".join(lines)
 
@@ -191,7 +192,8 @@ def plot(rows: list[dict], path: str | Path, title: str = "Rate-distortion on he
             ("dct", "per-channel DCT", "s--"),
             ("spatial_dct", "spatial PCA + DCT", "^--"),
         ):
-            ax.plot(bits, [r[key]["snr_db"] for r in mine], style, label=label)
+            if key in mine[0]:
+                ax.plot(bits, [r[key]["snr_db"] for r in mine], style, label=label)
         ax.axhline(mine[0]["continuous"]["snr_db"], color="grey", lw=0.8, ls=":", label="unquantized bound")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("bits per channel-second")
@@ -228,6 +230,12 @@ class RDArgs:
     )
     levels: str = field(default="1,2,4,8", metadata={"help": "numbers of RVQ levels, comma-separated"})
     batch_size: int = field(default=32, metadata={"help": "windows per encode batch"})
+    codecs: bool = field(
+        default=True,
+        metadata={
+            "help": "also search the DCT codecs (minutes; they depend on the data alone: skip for ablations)"
+        },
+    )
     device: str = field(default="", metadata={"help": "cpu | cuda (default: cuda when available)"})
     out: str = field(default="rd_out", metadata={"help": "folder for rd.json, rd.md and rd.png"})
 
@@ -279,7 +287,7 @@ def run(args: RDArgs) -> list[dict]:
                 print(f"{name}: preset {corpus.preset.name!r} is not one of this tokenizer's, skipped")
                 continue
             fit, held = corpus.split_subjects(set(subjects[name])) if name in subjects else (None, corpus)
-            rows.extend(rate_distortion(model, held, fit, levels, args.batch_size, device))
+            rows.extend(rate_distortion(model, held, fit, levels, args.batch_size, device, args.codecs))
     (out / "rd.json").write_text(json.dumps(rows, indent=1))
     table = markdown(rows)
     (out / "rd.md").write_text(table + "\n")
