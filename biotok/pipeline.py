@@ -167,6 +167,8 @@ def run(args: RunArgs) -> dict:
                 out=str(out / "classify"), seeds="0", epochs=args.classify_epochs,
                 rows="foundation (linear probe),foundation (fine-tuned),from scratch,classical",
                 balance_classes=True, mixed_precision=args.mixed_precision, progress=args.progress,
+                # the demo's foundation model pretrained on every synthetic subject: labelled transductive
+                protocol="transductive",
             )
         )  # fmt: skip
     ctc = None

@@ -28,8 +28,8 @@ from tqdm.auto import tqdm
 from core.training import lr_lambda
 from data_prep.atomic import atomic_path
 from data_prep.config import run_command
-from data_prep.errors import ConfigError
-from data_prep.presets import patchify
+from data_prep.errors import BiosignalError, ConfigError
+from data_prep.presets import get_preset, patchify
 from foundation.model import BiotokFoundation
 from tokenizer.model import BiotokTokenizer
 
@@ -54,9 +54,30 @@ class ClassifyArgs:
     task: str = field(default="eegbci_eyes", metadata={"help": "shipped task name or task file"})
     root: str = field(default="../shared/data/real", metadata={"help": "folder the task's paths are under"})
     tokenizer: str = field(default="", metadata={"help": "frozen tokenizer folder (for token input)"})
-    foundation: str = field(default="", metadata={"help": "pretrained token-input foundation folder"})
+    foundation: str = field(
+        default="",
+        metadata={
+            "help": "pretrained token-input foundation folder, or a folder of them (one per fold group, "
+            "each pretrained with --holdout_subjects)"
+        },
+    )
     foundation_patches: str = field(
-        default="", metadata={"help": "pretrained raw-patch foundation ('' skips)"}
+        default="", metadata={"help": "pretrained raw-patch foundation folder or folders ('' skips)"}
+    )
+    codes_file: str = field(
+        default="",
+        metadata={
+            "help": "a .safetensors of the task's tokenizer codes and labels: written when missing, read "
+            "instead of the recordings and the tokenizer when present (small enough to travel to a GPU "
+            "machine; rows that need the signal itself are then skipped)"
+        },
+    )
+    protocol: str = field(
+        default="strict",
+        metadata={
+            "help": "strict: each fold uses a foundation model whose pretraining held out that fold's test "
+            "subjects (an error if none did); transductive: one model for every fold, labelled as such"
+        },
     )
     out: str = field(
         default="runs/classify",
@@ -144,12 +165,19 @@ class Inputs:
     """The epochs as every model reads them: codes of the frozen tokenizer, raw patches, channel ids."""
 
     def __init__(
-        self, epochs: Epochs, modality: str, tokenizer: BiotokTokenizer | None, batch_size: int = 64
+        self,
+        epochs: Epochs,
+        modality: str,
+        tokenizer: BiotokTokenizer | None,
+        batch_size: int = 64,
+        codes: torch.Tensor | None = None,
     ):
-        self.patches = torch.from_numpy(patchify(epochs.data, epochs.preset.patch_len))  # (N, C, P, L)
+        self.patches = (
+            torch.from_numpy(patchify(epochs.data, epochs.preset.patch_len)) if epochs.data.size else None
+        )  # (N, C, P, L); None for epochs read from a codes file
         self.modality = modality
         self.ch_names = epochs.ch_names
-        self.codes = None
+        self.codes = codes
         if tokenizer is not None:
             ids = tokenizer.eval().channel_ids([epochs.ch_names], modality)
             self.codes = in_batches(
@@ -168,6 +196,104 @@ class Inputs:
         else:
             data["patches"] = self.patches[index]
         return data
+
+
+def save_codes(path: str | Path, epochs: Epochs, codes: torch.Tensor, tokenizer_hash: str) -> None:
+    """The codes `(N, C, P, S, Q)` of every window with its label, subject and group (atomically)."""
+    from safetensors.torch import save_file
+
+    meta = {
+        "subjects": epochs.subjects.tolist(),
+        "groups": epochs.groups.tolist(),
+        "classes": epochs.classes,
+        "ch_names": epochs.ch_names,
+        "sfreq": epochs.sfreq,
+        "preset": epochs.preset.to_dict(),
+        "tokenizer_hash": tokenizer_hash,
+    }
+    tensors = {"codes": codes.to(torch.int16), "labels": torch.from_numpy(epochs.labels).long()}
+    with atomic_path(Path(path)) as tmp:
+        save_file(tensors, str(tmp), metadata={"biotok": json.dumps(meta)})
+
+
+def load_codes(path: str | Path) -> tuple[Epochs, torch.Tensor, str]:
+    """Epochs without their signal (data `(N, C, 0)`), their codes and the tokenizer's hash."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = json.loads((f.metadata() or {}).get("biotok", "null") or "null")
+        if meta is None:
+            raise BiosignalError(path, "metadata", "not a biotok codes file (no 'biotok' metadata)")
+        codes, labels = f.get_tensor("codes").long(), f.get_tensor("labels").numpy()
+    epochs = Epochs(
+        data=np.zeros((len(labels), len(meta["ch_names"]), 0), dtype=np.float32),
+        labels=labels,
+        subjects=np.array(meta["subjects"]),
+        groups=np.array(meta["groups"]),
+        classes=meta["classes"],
+        ch_names=meta["ch_names"],
+        sfreq=meta["sfreq"],
+        preset=get_preset(meta["preset"]),
+    )
+    return epochs, codes, meta["tokenizer_hash"]
+
+
+PROTOCOLS = ("strict", "transductive")
+
+
+@dataclass
+class Pretrained:
+    """A pretrained foundation model and the subjects its pretraining held out by name."""
+
+    folder: Path
+    model: BiotokFoundation
+    held_out: set[str]
+
+
+def load_pretrained(path: str) -> list[Pretrained]:
+    """The foundation model in `path`, or every model in its subfolders (`<name>/` or `<name>/final/`)."""
+    root = Path(path)
+    if (root / "config.json").exists():
+        folders = [root]
+    else:
+        folders = (
+            sorted(
+                f if (f / "config.json").exists() else f / "final"
+                for f in root.iterdir()
+                if (f / "config.json").exists() or (f / "final" / "config.json").exists()
+            )
+            if root.is_dir()
+            else []
+        )
+    if not folders:
+        raise ConfigError("foundation", f"no foundation model (config.json) in {root} or its subfolders")
+    return [Pretrained(f, BiotokFoundation.from_pretrained(str(f)).eval(), held_out(f)) for f in folders]
+
+
+def held_out(folder: Path) -> set[str]:
+    """Every subject the run that trained the model in `folder` held out by name, over all corpora."""
+    from foundation.card import holdout_subjects
+
+    return {str(s) for subjects in holdout_subjects(folder).values() for s in subjects}
+
+
+def fold_model(models: list[Pretrained], test_subjects: set[str], protocol: str) -> Pretrained:
+    """The model a fold may use: under the strict protocol one whose pretraining never saw the fold's
+    test subjects; under the transductive one the only model given."""
+    if protocol == "transductive":
+        if len(models) > 1:
+            raise ConfigError("protocol", "transductive: give one foundation model, not one per fold group")
+        return models[0]
+    for candidate in models:
+        if test_subjects <= candidate.held_out:
+            return candidate
+    held = {str(m.folder): sorted(m.held_out) for m in models}
+    raise ConfigError(
+        "foundation",
+        f"strict protocol: no model held test subjects {sorted(test_subjects)} out of pretraining "
+        f"(held out by name: {held}); pretrain one per fold group with --holdout_subjects, "
+        "or pass --protocol transductive",
+    )
 
 
 def _input_kind(row: str) -> str:
@@ -189,7 +315,9 @@ def _neural(
     torch.manual_seed(seed)
     if row == "from scratch":  # the same network, freshly initialised
         base = BiotokFoundation(base.config)
-    model = BiotokClassifier.from_foundation(base, epochs.classes, inputs.modality)
+    # on the device fit() trains on, so that the probe's features and its head meet there
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = BiotokClassifier.from_foundation(base, epochs.classes, inputs.modality).to(device)
     labels = torch.from_numpy(epochs.labels[train])
     if "linear probe" in row:
         model.foundation.requires_grad_(False).eval()
@@ -261,29 +389,41 @@ def run(args: ClassifyArgs) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     seeds = [int(s) for s in args.seeds.split(",")]
-    epochs = load_epochs(task, args.root, progress=args.progress)
+    cached = bool(args.codes_file) and Path(args.codes_file).exists()
+    if cached:
+        epochs, codes, codes_hash = load_codes(args.codes_file)
+    else:
+        epochs, codes, codes_hash = load_epochs(task, args.root, progress=args.progress), None, None
     folds = group_folds(epochs.groups, task.folds if args.folds < 0 else args.folds)
     modality = epochs.preset.name
     wanted = [r for r in ROWS if not args.rows or r in args.rows.split(",")]
-    bases: dict[str, BiotokFoundation] = {}
+    if args.protocol not in PROTOCOLS:
+        raise ConfigError("protocol", f"{args.protocol!r}: expected one of {PROTOCOLS}")
+    bases: dict[str, list[Pretrained]] = {}
     if args.foundation:
-        bases["tokens"] = BiotokFoundation.from_pretrained(args.foundation).eval()
+        bases["tokens"] = load_pretrained(args.foundation)
     if args.foundation_patches:
-        bases["patches"] = BiotokFoundation.from_pretrained(args.foundation_patches).eval()
-    tokenizer = BiotokTokenizer.from_pretrained(args.tokenizer) if args.tokenizer else None
+        bases["patches"] = load_pretrained(args.foundation_patches)
+    tokenizer = BiotokTokenizer.from_pretrained(args.tokenizer) if args.tokenizer and not cached else None
+    if tokenizer is not None:
+        codes_hash = tokenizer.config.config_hash()
     if "tokens" in bases:
-        if tokenizer is None:
+        if codes_hash is None:
             raise ConfigError(
                 "tokenizer", "the token-input foundation model needs --tokenizer to make its codes"
             )
-        if bases["tokens"].config.tokenizer_hash != tokenizer.config.config_hash():
-            raise ConfigError(
-                "tokenizer", "this tokenizer is not the one the foundation model was pretrained on"
-            )
+        for pretrained in bases["tokens"]:
+            if pretrained.model.config.tokenizer_hash != codes_hash:
+                raise ConfigError(
+                    "tokenizer",
+                    f"this tokenizer is not the one {pretrained.folder} was pretrained on",
+                )
     skipped = {}
     for row in list(wanted):
         need = _input_kind(row)
-        if row == "classical":
+        if cached and (row == "classical" or need == "patches"):
+            skipped[row] = f"needs the signal; {args.codes_file} holds the codes only"
+        elif row == "classical":
             try:
                 import sklearn  # noqa: F401
             except ImportError:
@@ -291,11 +431,27 @@ def run(args: ClassifyArgs) -> dict:
         elif need not in bases:
             skipped[row] = f"no {'--foundation_patches' if need == 'patches' else '--foundation'} given"
     wanted = [r for r in wanted if r not in skipped]
-    # the frozen tokenizer's codes are made once, and only when a token row runs
-    needs_codes = any(r != "classical" and _input_kind(r) == "tokens" for r in wanted)
-    inputs = Inputs(epochs, modality, tokenizer if needs_codes else None)
+    # the frozen tokenizer's codes are made once, and only when a token row runs or a codes file is asked for
+    needs_codes = any(r != "classical" and _input_kind(r) == "tokens" for r in wanted) or bool(
+        args.codes_file
+    )
+    # every fold's model is chosen (and a strict-protocol violation refused) before any training
+    chosen = {
+        kind: [
+            fold_model(models, {str(s) for s in epochs.subjects[test].tolist()}, args.protocol)
+            for _, test in folds
+        ]
+        for kind, models in bases.items()
+        if any(r != "classical" and _input_kind(r) == kind for r in wanted)
+    }
+    inputs = Inputs(epochs, modality, tokenizer if needs_codes else None, codes=codes)
+    if args.codes_file and not cached:
+        if inputs.codes is None:
+            raise ConfigError("codes_file", "writing a codes file needs --tokenizer")
+        save_codes(args.codes_file, epochs, inputs.codes, codes_hash)
 
     results = {"task": asdict(task) | {"source_specs": None}, "args": asdict(args), "n_epochs": len(epochs)}
+    results["protocol"] = args.protocol
     results["classes"], results["skipped"], results["rows"] = epochs.classes, skipped, {}
     bar = tqdm(
         total=len(wanted) * len(seeds) * len(folds), desc=f"classify {task.name}", disable=not args.progress
@@ -309,8 +465,10 @@ def run(args: ClassifyArgs) -> dict:
                 if row == "classical":
                     probabilities = _classical(task.classical, epochs, train, test, seed)
                 else:
-                    base = bases[_input_kind(row)]
-                    probabilities, model = _neural(row, base, inputs, epochs, train, test, args, seed)
+                    pretrained = chosen[_input_kind(row)][k]
+                    probabilities, model = _neural(
+                        row, pretrained.model, inputs, epochs, train, test, args, seed
+                    )
                     if args.save_models and seed == seeds[0]:
                         model.save_pretrained(
                             out
@@ -331,6 +489,7 @@ def run(args: ClassifyArgs) -> dict:
                     {
                         "fold": k,
                         "test_groups": test_groups,
+                        "foundation": None if row == "classical" else str(chosen[_input_kind(row)][k].folder),
                         **scores(labels, probabilities),
                         "per_subject": per_subject,
                     }
@@ -367,7 +526,8 @@ def run(args: ClassifyArgs) -> dict:
 def markdown(results: dict) -> str:
     task = results["task"]
     lines = [
-        f"Task `{task['name']}`: {task['description']} ({results['n_epochs']} windows; folds by {task['group_by']}).",
+        f"Task `{task['name']}`: {task['description']} ({results['n_epochs']} windows; folds by {task['group_by']}; "
+        f"{results.get('protocol', 'strict')} protocol).",
         "Mean over folds and seeds; ± std over folds / ± std over seeds.",
         "",
     ]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from data_prep.errors import ConfigError
 from finetune.classifier import BiotokClassifier, layer_decay_groups
 from finetune.classify import ClassifyArgs, run
 from finetune.classify_data import ClassifyTask, group_folds, load_epochs
@@ -66,6 +67,13 @@ def foundations(tmp_path_factory):
         torch.manual_seed(0)
         config = FoundationConfig.from_tokenizer(tokenizer.config, "tiny", input_kind=kind)
         BiotokFoundation(config).save_pretrained(root / kind)
+        # the strict protocol's layout: one model per fold group, each pretrained without its subjects
+        # (`biotok pretrain --holdout_subjects` writes them into pretrain_args.json beside final/)
+        for group, held in (("a", ["001", "002"]), ("b", ["003"])):
+            BiotokFoundation(config).save_pretrained(root / f"{kind}_groups" / group / "final")
+            (root / f"{kind}_groups" / group / "pretrain_args.json").write_text(
+                json.dumps({"holdout_subjects": json.dumps({"eegbci": held}), "holdout_fraction": 0.25})
+            )
     return root
 
 
@@ -107,8 +115,9 @@ def test_end_to_end_comparison_on_eegbci_eyes(real, foundations, tmp_path):
             task="eegbci_eyes",
             root=str(real),
             tokenizer=str(SHIPPED),
-            foundation=str(foundations / "tokens"),
-            foundation_patches=str(foundations / "patches"),
+            foundation=str(foundations / "tokens_groups"),
+            foundation_patches=str(foundations / "patches_groups"),
+            codes_file=str(tmp_path / "eyes_codes.safetensors"),
             out=str(out),
             seeds="0",
             epochs=2,
@@ -121,18 +130,54 @@ def test_end_to_end_comparison_on_eegbci_eyes(real, foundations, tmp_path):
         "raw-patch foundation (linear probe)",
         "classical",
     }
-    for body in results["rows"].values():
+    for row, body in results["rows"].items():
         folds = body["seeds"][0]["folds"]
         assert [f["test_groups"] for f in folds] == [["001"], ["002"], ["003"]]  # leave one subject out
+        if row != "classical":  # strict protocol: each fold's model never saw its test subject
+            assert [Path(f["foundation"]).parent.name for f in folds] == ["a", "a", "b"]
         assert 0.0 <= body["summary"]["balanced_accuracy"]["mean"] <= 1.0
         assert np.array(body["confusion"]).sum() == 90  # every window tested once per seed
     # the eyes-closed alpha rise is strong: log band power + logistic regression finds it across subjects
     assert results["rows"]["classical"]["summary"]["balanced_accuracy"]["mean"] > 0.75
     assert json.loads((out / "results.json").read_text())["n_epochs"] == 90
+    # the codes file stands in for the recordings and the tokenizer (what travels to a GPU machine):
+    # the same folds, the same fine-tuned result; rows that need the signal are skipped, saying why
+    again = run(
+        ClassifyArgs(
+            task="eegbci_eyes",
+            root=str(tmp_path / "no_recordings_here"),
+            foundation=str(foundations / "tokens_groups"),
+            codes_file=str(tmp_path / "eyes_codes.safetensors"),
+            out=str(tmp_path / "again"),
+            seeds="0",
+            epochs=2,
+            rows="foundation (fine-tuned),classical",
+            progress=False,
+        )
+    )
+    assert "holds the codes only" in again["skipped"]["classical"]
+    first, second = (r["rows"]["foundation (fine-tuned)"]["seeds"][0]["folds"] for r in (results, again))
+    assert [f["balanced_accuracy"] for f in first] == [f["balanced_accuracy"] for f in second]
     assert (
         (out / "table.md").exists()
         and (out / "confusion.png").exists()
         and (out / "per_subject.png").exists()
+    )
+
+
+def test_strict_protocol_refuses_a_model_that_pretrained_on_a_test_subject(real, foundations, tmp_path):
+    args = dict(task="eegbci_eyes", root=str(real), tokenizer=str(SHIPPED), seeds="0", epochs=1)
+    args |= dict(rows="foundation (linear probe)", out=str(tmp_path / "x"), progress=False)
+    # the single untrained model saved no held-out subjects: under the strict default it may test no one
+    with pytest.raises(ConfigError, match=r"strict protocol: no model held test subjects \['001'\]"):
+        run(ClassifyArgs(foundation=str(foundations / "tokens"), **args))
+    # one model for every fold is the transductive variant, and only on request
+    with pytest.raises(ConfigError, match="give one foundation model"):
+        run(ClassifyArgs(foundation=str(foundations / "tokens_groups"), protocol="transductive", **args))
+    results = run(ClassifyArgs(foundation=str(foundations / "tokens"), protocol="transductive", **args))
+    assert (
+        results["protocol"] == "transductive"
+        and "transductive protocol" in (tmp_path / "x" / "table.md").read_text()
     )
 
 

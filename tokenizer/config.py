@@ -17,10 +17,13 @@ DEFAULT_KERNELS = {
     "ecg": [[11, 5], [7, 5], [5, 3], [3, 3]],
 }
 
-# What new models use (issue 16): an amplitude-preserving linear patch embedding, a waveform objective
-# and channel positions. The __init__ defaults stay the first design's, so configs saved before load as
-# they were trained.
-FIDELITY = dict(patch_embed="linear", objective="waveform", position_embed=True, phase_weight=1.0)
+# What new models use (issue 16): an amplitude-preserving linear patch embedding, a waveform objective,
+# channel positions and a linear path from the codes to the spectrum (fifth version: +6.8 dB held-out
+# EEG at 8 levels against the same recipe without it). The __init__ defaults stay the first design's,
+# so configs saved before load as they were trained.
+FIDELITY = dict(
+    patch_embed="linear", objective="waveform", position_embed=True, phase_weight=1.0, decoder_skip=True
+)
 
 SIZES = {
     # tests and CPU demos
