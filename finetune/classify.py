@@ -72,6 +72,13 @@ class ClassifyArgs:
             "machine; rows that need the signal itself are then skipped)"
         },
     )
+    label_fractions: str = field(
+        default="1",
+        metadata={
+            "help": "fractions of the training subjects' labels, comma-separated (e.g. 0.1,0.3,1): every "
+            "row at each, drawn per subject and class; more than one adds label_efficiency.png"
+        },
+    )
     protocol: str = field(
         default="strict",
         metadata={
@@ -375,6 +382,42 @@ def band_power(data: np.ndarray, sfreq: float, modality: str) -> np.ndarray:
     return np.stack(feats, axis=-1).reshape(len(data), -1)
 
 
+def label_subset(train: np.ndarray, epochs: Epochs, fraction: float, seed: int) -> np.ndarray:
+    """`fraction` of every training subject's labelled windows, drawn per class (at least one window of
+    each class a subject has), the same draw for every row of a seed. `(n_train,)` -> sorted indices."""
+    if fraction >= 1:
+        return train
+    rng = np.random.default_rng(seed)
+    kept = []
+    for subject in sorted(set(epochs.subjects[train].tolist())):
+        for label in sorted(set(epochs.labels[train].tolist())):
+            pool = train[(epochs.subjects[train] == subject) & (epochs.labels[train] == label)]
+            if len(pool):
+                kept.append(rng.choice(pool, max(1, round(fraction * len(pool))), replace=False))
+    return np.sort(np.concatenate(kept))
+
+
+def _row_summary(per_seed: list[dict]) -> dict:
+    """Mean and spreads of every metric over folds and seeds, and per-subject balanced accuracy."""
+    metrics = [m for m in ("balanced_accuracy", "auroc", "kappa") if m in per_seed[0]["folds"][0]]
+    summary = {m: _summary(np.array([[f[m] for f in s["folds"]] for s in per_seed])) for m in metrics}
+    subjects = sorted({s for seed in per_seed for f in seed["folds"] for s in f["per_subject"]})
+    summary["per_subject_balanced_accuracy"] = {
+        s: float(
+            np.mean(
+                [
+                    f["per_subject"][s]["balanced_accuracy"]
+                    for seed in per_seed
+                    for f in seed["folds"]
+                    if s in f["per_subject"]
+                ]
+            )
+        )
+        for s in subjects
+    }
+    return summary
+
+
 def _summary(values: np.ndarray) -> dict:
     """values `(seeds, folds)` -> mean, std over folds (mean over seeds) and std over seeds of the fold mean."""
     return {
@@ -453,66 +496,64 @@ def run(args: ClassifyArgs) -> dict:
     results = {"task": asdict(task) | {"source_specs": None}, "args": asdict(args), "n_epochs": len(epochs)}
     results["protocol"] = args.protocol
     results["classes"], results["skipped"], results["rows"] = epochs.classes, skipped, {}
+    fractions = sorted({float(f) for f in args.label_fractions.split(",")})
+    if not all(0 < f <= 1 for f in fractions):
+        raise ConfigError("label_fractions", f"{args.label_fractions!r}: fractions must lie in (0, 1]")
     bar = tqdm(
-        total=len(wanted) * len(seeds) * len(folds), desc=f"classify {task.name}", disable=not args.progress
+        total=len(fractions) * len(wanted) * len(seeds) * len(folds),
+        desc=f"classify {task.name}",
+        disable=not args.progress,
     )
-    for row in wanted:
-        per_seed = []
-        matrix = np.zeros((len(epochs.classes),) * 2, dtype=np.int64)
-        for seed in seeds:
-            fold_results = []
-            for k, (train, test) in enumerate(folds):
-                if row == "classical":
-                    probabilities = _classical(task.classical, epochs, train, test, seed)
-                else:
-                    pretrained = chosen[_input_kind(row)][k]
-                    probabilities, model = _neural(
-                        row, pretrained.model, inputs, epochs, train, test, args, seed
-                    )
-                    if args.save_models and seed == seeds[0]:
-                        model.save_pretrained(
-                            out
-                            / "models"
-                            / row.replace(" (", "_").replace(")", "").replace(" ", "_")
-                            / f"fold{k}"
+    results["by_fraction"] = {}
+    for fraction in fractions:
+        rows = results["by_fraction"][str(fraction)] = {}
+        for row in wanted:
+            per_seed = []
+            matrix = np.zeros((len(epochs.classes),) * 2, dtype=np.int64)
+            for seed in seeds:
+                fold_results = []
+                for k, (all_train, test) in enumerate(folds):
+                    train = label_subset(all_train, epochs, fraction, seed)
+                    if row == "classical":
+                        probabilities = _classical(task.classical, epochs, train, test, seed)
+                    else:
+                        pretrained = chosen[_input_kind(row)][k]
+                        probabilities, model = _neural(
+                            row, pretrained.model, inputs, epochs, train, test, args, seed
                         )
-                labels = epochs.labels[test]
-                matrix += confusion_matrix(labels, probabilities.argmax(axis=1), len(epochs.classes))
-                per_subject = {
-                    str(s): scores(
-                        labels[epochs.subjects[test] == s], probabilities[epochs.subjects[test] == s]
-                    )
-                    for s in sorted(set(epochs.subjects[test].tolist()))
-                }
-                test_groups = sorted(set(epochs.groups[test].tolist()))
-                fold_results.append(
-                    {
-                        "fold": k,
-                        "test_groups": test_groups,
-                        "foundation": None if row == "classical" else str(chosen[_input_kind(row)][k].folder),
-                        **scores(labels, probabilities),
-                        "per_subject": per_subject,
+                        if args.save_models and seed == seeds[0] and fraction == fractions[-1]:
+                            model.save_pretrained(
+                                out
+                                / "models"
+                                / row.replace(" (", "_").replace(")", "").replace(" ", "_")
+                                / f"fold{k}"
+                            )
+                    labels = epochs.labels[test]
+                    matrix += confusion_matrix(labels, probabilities.argmax(axis=1), len(epochs.classes))
+                    per_subject = {
+                        str(s): scores(
+                            labels[epochs.subjects[test] == s], probabilities[epochs.subjects[test] == s]
+                        )
+                        for s in sorted(set(epochs.subjects[test].tolist()))
                     }
-                )
-                bar.update(1)
-            per_seed.append({"seed": seed, "folds": fold_results})
-        metrics = [m for m in ("balanced_accuracy", "auroc", "kappa") if m in per_seed[0]["folds"][0]]
-        summary = {m: _summary(np.array([[f[m] for f in s["folds"]] for s in per_seed])) for m in metrics}
-        subjects = sorted({s for seed in per_seed for f in seed["folds"] for s in f["per_subject"]})
-        summary["per_subject_balanced_accuracy"] = {
-            s: float(
-                np.mean(
-                    [
-                        f["per_subject"][s]["balanced_accuracy"]
-                        for seed in per_seed
-                        for f in seed["folds"]
-                        if s in f["per_subject"]
-                    ]
-                )
-            )
-            for s in subjects
-        }
-        results["rows"][row] = {"summary": summary, "confusion": matrix.tolist(), "seeds": per_seed}
+                    fold_results.append(
+                        {
+                            "fold": k,
+                            "test_groups": sorted(set(epochs.groups[test].tolist())),
+                            "n_train": int(len(train)),
+                            "foundation": None
+                            if row == "classical"
+                            else str(chosen[_input_kind(row)][k].folder),
+                            **scores(labels, probabilities),
+                            "per_subject": per_subject,
+                        }
+                    )
+                    bar.update(1)
+                per_seed.append({"seed": seed, "folds": fold_results})
+            rows[row] = {"summary": _row_summary(per_seed), "confusion": matrix.tolist(), "seeds": per_seed}
+    # "rows": the full label set (or the largest fraction asked for); "by_fraction": the smaller ones
+    results["rows"] = results["by_fraction"].pop(str(fractions[-1]))
+    results["label_fraction"] = fractions[-1]
     bar.close()
     with atomic_path(out / "results.json") as tmp:
         tmp.write_text(json.dumps(results, indent=2))
@@ -542,11 +583,35 @@ def markdown(results: dict) -> str:
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     for row, why in results["skipped"].items():
         lines.append(f"| {row} | skipped: {why} |" + " |" * (len(metrics) - 1))
+    curves = label_efficiency(results)
+    if len(next(iter(curves.values()), {})) > 1:
+        fractions = sorted(next(iter(curves.values())))
+        lines += [
+            "",
+            "Label efficiency: balanced accuracy with a fraction of the training subjects' labels.",
+            "",
+        ]
+        lines.append("| model | " + " | ".join(f"{f:.0%} of labels" for f in fractions) + " |")
+        lines.append("|---|" + "---:|" * len(fractions))
+        for row, curve in curves.items():
+            cells = [f"{curve[f]['mean']:.3f} ± {curve[f]['std_folds']:.3f}" for f in fractions]
+            lines.append(f"| {row} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
+def label_efficiency(results: dict) -> dict[str, dict[float, dict]]:
+    """Per row: balanced-accuracy summary at each label fraction (the full set's from "rows")."""
+    by_fraction = {float(f): rows for f, rows in results.get("by_fraction", {}).items()}
+    by_fraction[float(results.get("label_fraction", 1.0))] = results["rows"]
+    return {
+        row: {f: rows[row]["summary"]["balanced_accuracy"] for f, rows in sorted(by_fraction.items())}
+        for row in results["rows"]
+    }
+
+
 def plot(results: dict, out: Path) -> None:
-    """confusion.png (every row, summed over folds and seeds) and per_subject.png (bars per row)."""
+    """confusion.png (every row, summed over folds and seeds), per_subject.png (bars per row) and, with
+    several label fractions, label_efficiency.png."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -599,6 +664,26 @@ def plot(results: dict, out: Path) -> None:
     with atomic_path(out / "per_subject.png") as tmp:
         fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
+
+    curves = label_efficiency(results)
+    if len(next(iter(curves.values()))) > 1:
+        fig, ax = plt.subplots(figsize=(5, 3.4))
+        for row, curve in curves.items():
+            fractions = sorted(curve)
+            means = np.array([curve[f]["mean"] for f in fractions])
+            spread = np.array([curve[f]["std_folds"] for f in fractions])
+            ax.errorbar([100 * f for f in fractions], means, yerr=spread, marker="o", capsize=3, label=row)
+        ax.axhline(1 / len(classes), color="grey", linestyle="--", linewidth=0.8, label="chance")
+        ax.set_xscale("log")
+        ax.set_xticks([100 * f for f in fractions], [f"{f:.0%}" for f in fractions])
+        ax.set_xlabel("training subjects' labels used")
+        ax.set_ylabel("balanced accuracy (± std over folds)")
+        ax.legend(fontsize=6)
+        ax.set_title(f"{results['task']['name']}: label efficiency", fontsize=9)
+        fig.tight_layout()
+        with atomic_path(out / "label_efficiency.png") as tmp:
+            fig.savefig(tmp, dpi=120, format="png")
+        plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -204,3 +204,39 @@ def test_epochs_from_a_prepared_corpus_and_from_mne(real, tmp_path):
     epochs = Epochs.from_mne(mne_epochs, subjects="001", preset="eeg")
     assert epochs.classes == ["T1", "T2"] and epochs.data.shape == (15, 64, 800)
     assert np.bincount(epochs.labels).tolist() == [8, 7] and epochs.sfreq == 200.0
+
+
+def test_label_fractions_keep_part_of_every_training_subjects_labels(real, tmp_path):
+    from finetune.classify import label_subset
+
+    task = ClassifyTask.load("eegbci_mi")
+    epochs = load_epochs(task, str(real), progress=False)
+    train = np.flatnonzero(epochs.subjects != "001")
+    subset = label_subset(train, epochs, 0.1, seed=0)
+    assert set(subset) <= set(train) and len(subset) == len(set(subset.tolist()))
+    for subject in set(epochs.subjects[train].tolist()):  # every subject and class keeps ~10%
+        for label in (0, 1):
+            pool = ((epochs.subjects[train] == subject) & (epochs.labels[train] == label)).sum()
+            kept = ((epochs.subjects[subset] == subject) & (epochs.labels[subset] == label)).sum()
+            assert kept == max(1, round(0.1 * pool))
+    assert np.array_equal(subset, label_subset(train, epochs, 0.1, seed=0))  # the same draw per seed
+    assert not np.array_equal(subset, label_subset(train, epochs, 0.1, seed=1))
+    assert np.array_equal(label_subset(train, epochs, 1.0, seed=0), train)
+    # every row at every fraction: the table and the figure of label efficiency
+    args = dict(task="eegbci_eyes", root=str(real), rows="classical", seeds="0", progress=False)
+    results = run(ClassifyArgs(label_fractions="0.3,1", out=str(tmp_path / "eff"), **args))
+    small = results["by_fraction"]["0.3"]["classical"]["seeds"][0]["folds"]
+    full = results["rows"]["classical"]["seeds"][0]["folds"]
+    assert [f["n_train"] for f in full] == [60, 60, 60]
+    eyes = load_epochs(ClassifyTask.load("eegbci_eyes"), str(real), progress=False)
+    for fold in small:  # 30% of each training subject's windows of each class
+        pools = [
+            ((eyes.subjects == subject) & (eyes.labels == label)).sum()
+            for subject in {"001", "002", "003"} - set(fold["test_groups"])
+            for label in (0, 1)
+        ]
+        assert fold["n_train"] == sum(max(1, round(0.3 * n)) for n in pools) < 0.4 * 60
+    assert "30% of labels" in (tmp_path / "eff" / "table.md").read_text()
+    assert (tmp_path / "eff" / "label_efficiency.png").exists()
+    with pytest.raises(ConfigError, match="fractions must lie in"):
+        run(ClassifyArgs(label_fractions="0,1", out=str(tmp_path / "bad"), **args))
