@@ -11,7 +11,8 @@
 # split the table over sessions; a dependent row (distilled, personalized) reruns its dependency in the
 # same session. PRETRAIN_STEPS=0 skips the foundation model and so the foundation-backed row;
 # TARGET_LEVELS=2 makes it read (and the tokenizer encode) 2 RVQ levels instead of all 8.
-# Data: synthetic emg2qwerty-format sessions (USERS x SESSIONS x SESSION_S), generic split = user 0
+# Data: synthetic emg2qwerty-format sessions (USERS x SESSIONS x SESSION_S; TIER=hard for the hard tier,
+# data_prep.synthetic.make_hard_emg_session, e.g. USERS=16), generic split = user 0
 # held out; the foundation model is pretrained on the training users' sessions only.
 set -euo pipefail
 phase=$1
@@ -29,7 +30,7 @@ if [ "$phase" = start ]; then
     python - <<EOF
 from data_prep.synthetic import SyntheticConfig, write_default_dataset
 config = SyntheticConfig(eeg_subjects=0, ecg_records=0, emg_users=$users, emg_sessions=$sessions,
-                         emg_session_s=$session_s)
+                         emg_session_s=$session_s, emg_tier="${TIER:-standard}")
 write_default_dataset("$work/data", config, progress=False)
 EOF
     # the table's runs share the GPU; the speed benchmark runs first, alone

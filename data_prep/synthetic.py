@@ -233,15 +233,21 @@ def key_pattern(key: str) -> np.ndarray:
 
 
 def _type_text(
-    rng: np.random.Generator, text: str, start: float, typo_rate: float
+    rng: np.random.Generator,
+    text: str,
+    start: float,
+    typo_rate: float,
+    median_interval: float = 0.17,
+    spread: float = 0.35,
 ) -> tuple[list[Keystroke], float]:
-    """Keystrokes (pynput names) for typing `text` from `start`, with typos fixed by backspace."""
+    """Keystrokes (pynput names) for typing `text` from `start`, with typos fixed by backspace; the time
+    between presses is log-normal around `median_interval` seconds."""
     keys: list[Keystroke] = []
     time = start
 
     def press(key: str) -> None:
         nonlocal time
-        time += float(np.clip(rng.lognormal(np.log(0.17), 0.35), 0.06, 0.8))
+        time += float(np.clip(rng.lognormal(np.log(median_interval), spread), 0.06, 0.8))
         keys.append(Keystroke(key, time, time + float(rng.uniform(0.05, 0.12))))
 
     letters = "abcdefghijklmnopqrstuvwxyz"
@@ -257,12 +263,38 @@ def _type_text(
     return keys, time
 
 
-def make_emg_session(user: int, session: int, duration_s: float = 60.0, typo_rate: float = 0.03) -> Session:
-    """One synthetic emg2qwerty session: prompts typed at ~5 keys/s with keystroke-locked bursts."""
-    sfreq = 2000.0
-    rng = _rng("emg", user, session)
-    n = int(duration_s * sfreq)
-    t0 = 1_600_000_000.0 + 86_400.0 * (100 * user + session)
+def _session(
+    user: int,
+    session: int,
+    emg: np.ndarray,
+    t0: float,
+    keystrokes: list[Keystroke],
+    prompts: list[Prompt],
+    attrs: dict | None = None,
+) -> Session:
+    """A 2 kHz emg2qwerty `Session` of `emg` `(32, n)`: left band first, then right."""
+    return Session(
+        session_name=f"synthetic-{user:02d}-{session:02d}",
+        user=str(10_000_000 + 7919 * user),
+        condition="on_keyboard",
+        emg_left=np.ascontiguousarray(emg[:16].T),
+        emg_right=np.ascontiguousarray(emg[16:].T),
+        time=t0 + np.arange(emg.shape[1]) / 2000.0,
+        keystrokes=keystrokes,
+        prompts=prompts,
+        extra_attrs={"daq_sample_rate": 2000, "quality_check_tags": "[]", **(attrs or {})},
+    )
+
+
+def _type_session(
+    rng: np.random.Generator,
+    t0: float,
+    duration_s: float,
+    typo_rate: float,
+    median_interval: float = 0.17,
+    spread: float = 0.35,
+) -> tuple[list[Keystroke], list[Prompt]]:
+    """Prompts typed one after another from `t0` + 1 s until the session's end."""
     keystrokes: list[Keystroke] = []
     prompts: list[Prompt] = []
     clock = t0 + 1.0
@@ -273,7 +305,7 @@ def make_emg_session(user: int, session: int, duration_s: float = 60.0, typo_rat
         while words:
             rng.bit_generator.state = state
             text = " ".join(words)
-            keys, end = _type_text(rng, text, clock, typo_rate)
+            keys, end = _type_text(rng, text, clock, typo_rate, median_interval, spread)
             if end <= t0 + duration_s - 0.5:
                 break
             words = words[:-1]
@@ -282,6 +314,16 @@ def make_emg_session(user: int, session: int, duration_s: float = 60.0, typo_rat
         prompts.append(Prompt(clock, end + 0.2, text))
         keystrokes.extend(keys)
         clock = end + float(rng.uniform(0.8, 1.5))
+    return keystrokes, prompts
+
+
+def make_emg_session(user: int, session: int, duration_s: float = 60.0, typo_rate: float = 0.03) -> Session:
+    """One synthetic emg2qwerty session: prompts typed at ~5 keys/s with keystroke-locked bursts."""
+    sfreq = 2000.0
+    rng = _rng("emg", user, session)
+    n = int(duration_s * sfreq)
+    t0 = 1_600_000_000.0 + 86_400.0 * (100 * user + session)
+    keystrokes, prompts = _type_session(rng, t0, duration_s, typo_rate)
     sos = sps.butter(4, [20.0, 450.0], btype="bandpass", fs=sfreq, output="sos")
     emg = sps.sosfilt(sos, rng.standard_normal((32, n)), axis=1)
     emg /= emg.std(axis=1, keepdims=True)
@@ -299,18 +341,91 @@ def make_emg_session(user: int, session: int, duration_s: float = 60.0, typo_rat
         pattern = np.roll(pattern, rotation, axis=1).reshape(32)
         burst = sps.sosfilt(sos, rng.standard_normal(2 * half + 200))[200:] * envelope
         emg[:, i0:i1] += 6.0 * np.sqrt(32) * pattern[:, None] * burst[None, :] / (burst.std() + 1e-9) * 0.35
-    emg = emg.astype(np.float32)
-    return Session(
-        session_name=f"synthetic-{user:02d}-{session:02d}",
-        user=str(10_000_000 + 7919 * user),
-        condition="on_keyboard",
-        emg_left=np.ascontiguousarray(emg[:16].T),
-        emg_right=np.ascontiguousarray(emg[16:].T),
-        time=t0 + np.arange(n) / sfreq,
-        keystrokes=keystrokes,
-        prompts=prompts,
-        extra_attrs={"daq_sample_rate": 2000, "quality_check_tags": "[]"},
-    )
+    return _session(user, session, emg.astype(np.float32), t0, keystrokes, prompts)
+
+
+# ---------------------------------------------------------------- sEMG, the hard tier
+
+# Measured once on GRABMyo's 2,048 Hz forearm recordings (12 records), so the generator needs no data
+# files: `python benchmarks/grabmyo_emg_stats.py --root <shared/data/real>` (2026-11-30). Power
+# spectrum shape in dB relative to its peak; spread (std of the log) of the 50 ms RMS envelope over time
+# and of the RMS across electrodes.
+SEMG_PSD_DB = {10: -16.2, 20: -8.2, 30: -2.9, 45: -1.1, 70: 0.0, 90: -1.0, 110: -1.7, 130: -2.6, 170: -4.0, 220: -7.3, 280: -10.7, 350: -14.7, 450: -19.7, 600: -33.5, 800: -61.6}  # fmt: skip
+SEMG_LOG_ENVELOPE_STD = 0.328
+SEMG_LOG_CHANNEL_RMS_STD = 0.536
+EMG_TIERS = ("standard", "hard")
+
+
+def semg_fir(sfreq: float, numtaps: int = 257) -> np.ndarray:
+    """FIR taps whose magnitude response follows the measured sEMG spectrum (`SEMG_PSD_DB`)."""
+    nyquist = sfreq / 2
+    points = {f: db for f, db in SEMG_PSD_DB.items() if f < nyquist}
+    freqs = [0.0, *points, nyquist]
+    gains_db = [-40.0, *points.values(), min(-60.0, min(points.values()))]
+    return sps.firwin2(numtaps, freqs, 10 ** (np.array(gains_db) / 20), fs=sfreq)
+
+
+def _semg_noise(rng: np.random.Generator, shape: tuple[int, int], taps: np.ndarray) -> np.ndarray:
+    """Noise `(channels, n)` with the measured sEMG spectrum, unit RMS per channel."""
+    noise = sps.lfilter(taps, 1.0, rng.standard_normal((shape[0], shape[1] + len(taps))), axis=1)
+    noise = noise[:, len(taps) :]
+    return noise / noise.std(axis=1, keepdims=True)
+
+
+def hard_key_pattern(key: str, user: int) -> np.ndarray:
+    """A key's spatial pattern `(32,)` for one user: the shared key structure (`key_pattern`) seen
+    through the user's own mixing of the 32 electrodes (forearm anatomy and band fit differ)."""
+    mix_rng = _rng("hard-mix", user)
+    mixing = 0.4 * np.eye(32) + 0.6 * mix_rng.standard_normal((32, 32)) / np.sqrt(32)
+    pattern = np.abs(mixing @ key_pattern(key))
+    return pattern / np.linalg.norm(pattern)
+
+
+def make_hard_emg_session(
+    user: int, session: int, duration_s: float = 60.0, typo_rate: float = 0.03
+) -> Session:
+    """One session of the hard tier (labelled synthetic: `synthetic_tier` = "hard" in its attributes).
+
+    Against the standard tier: key patterns mixed per user (`hard_key_pattern`), the band shifted by a
+    fractional number of electrodes (up to 2) and its electrode gains changed between sessions, each
+    user's own typing speed and burst width (fast typists' bursts overlap), and background activity with
+    GRABMyo's spectrum, waxing and waning with its measured envelope spread."""
+    sfreq = 2000.0
+    user_rng, rng = _rng("hard-user", user), _rng("hard-emg", user, session)
+    median_interval = float(np.clip(np.exp(user_rng.normal(np.log(0.16), 0.25)), 0.09, 0.28))
+    burst_width = float(user_rng.uniform(0.015, 0.04))
+    burst_gain = float(user_rng.lognormal(0.0, 0.3))
+    user_gains = user_rng.lognormal(0.0, SEMG_LOG_CHANNEL_RMS_STD, 32)
+    n = int(duration_s * sfreq)
+    t0 = 1_600_000_000.0 + 86_400.0 * (100 * user + session)
+    keystrokes, prompts = _type_session(rng, t0, duration_s, typo_rate, median_interval, 0.3)
+    taps = semg_fir(sfreq)
+    # background: slow log-normal waxing and waning (AR(1) over 50 ms frames, ~0.5 s memory)
+    frames = n // 100 + 2
+    log_env = np.zeros((32, frames))
+    keep = np.exp(-0.05 / 0.5)
+    for i in range(1, frames):
+        log_env[:, i] = keep * log_env[:, i - 1] + np.sqrt(1 - keep**2) * rng.standard_normal(32)
+    envelope = np.exp(SEMG_LOG_ENVELOPE_STD * log_env)
+    envelope = np.stack([np.interp(np.arange(n), np.arange(frames) * 100, e) for e in envelope])
+    gains = user_gains * rng.lognormal(0.0, 0.1, 32)
+    emg = _semg_noise(rng, (32, n), taps) * envelope
+    # the band sits a fractional number of electrodes off between sessions
+    shift = float(rng.uniform(-2.0, 2.0))
+    whole, part = int(np.floor(shift)), shift - np.floor(shift)
+    half = int(4 * burst_width * sfreq)
+    burst_envelope = np.exp(-0.5 * ((np.arange(2 * half) - half) / (burst_width * sfreq)) ** 2)
+    for k in keystrokes:
+        center = int((k.start - t0 - 0.03) * sfreq)
+        i0, i1 = center - half, center + half
+        if i0 < 0 or i1 > n:
+            continue
+        pattern = hard_key_pattern(k.key, user).reshape(2, 16)
+        pattern = (1 - part) * np.roll(pattern, whole, axis=1) + part * np.roll(pattern, whole + 1, axis=1)
+        burst = _semg_noise(rng, (1, 2 * half), taps)[0] * burst_envelope
+        emg[:, i0:i1] += 2.1 * burst_gain * np.sqrt(32) * pattern.reshape(32)[:, None] * burst[None, :]
+    emg = (emg * gains[:, None] / np.exp(np.log(user_gains).mean())).astype(np.float32)
+    return _session(user, session, emg, t0, keystrokes, prompts, {"synthetic_tier": "hard"})
 
 
 # ---------------------------------------------------------------- the default dataset
@@ -327,6 +442,7 @@ class SyntheticConfig:
     emg_users: int = 4
     emg_sessions: int = 3
     emg_session_s: float = 60.0
+    emg_tier: str = "standard"  # "hard": per-user patterns, shifting bands, real sEMG spectra
     ecg_records: int = 3
     ecg_record_s: float = 60.0
 
@@ -341,6 +457,9 @@ def write_default_dataset(
     from tqdm.auto import tqdm
 
     config = config or SyntheticConfig()
+    if config.emg_tier not in EMG_TIERS:
+        raise ValueError(f"emg_tier {config.emg_tier!r}: expected one of {EMG_TIERS}")
+    make_session = make_hard_emg_session if config.emg_tier == "hard" else make_emg_session
     root = Path(root)
     jobs = []
     for s in range(config.eeg_subjects):
@@ -368,7 +487,7 @@ def write_default_dataset(
             data, beats = make_ecg(args[0], config.ecg_record_s)
             write_ecg_fif(path, data, beats)
         else:
-            write_session(path, make_emg_session(*args, duration_s=config.emg_session_s))
+            write_session(path, make_session(*args, duration_s=config.emg_session_s))
     _write_emg_index(root / "emg2qwerty", emg_sessions, config)
     return root
 
