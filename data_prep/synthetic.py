@@ -354,6 +354,10 @@ SEMG_PSD_DB = {10: -16.2, 20: -8.2, 30: -2.9, 45: -1.1, 70: 0.0, 90: -1.0, 110: 
 SEMG_LOG_ENVELOPE_STD = 0.328
 SEMG_LOG_CHANNEL_RMS_STD = 0.536
 EMG_TIERS = ("standard", "hard")
+# how far the hard tier departs from the shared structure: the weight of each user's random electrode
+# mixing (0: every user alike) and the largest band shift between sessions, in electrodes
+HARD_USER_MIXING = 0.45
+HARD_MAX_SHIFT = 1.0
 
 
 def semg_fir(sfreq: float, numtaps: int = 257) -> np.ndarray:
@@ -376,7 +380,8 @@ def hard_key_pattern(key: str, user: int) -> np.ndarray:
     """A key's spatial pattern `(32,)` for one user: the shared key structure (`key_pattern`) seen
     through the user's own mixing of the 32 electrodes (forearm anatomy and band fit differ)."""
     mix_rng = _rng("hard-mix", user)
-    mixing = 0.4 * np.eye(32) + 0.6 * mix_rng.standard_normal((32, 32)) / np.sqrt(32)
+    random = mix_rng.standard_normal((32, 32)) / np.sqrt(32)
+    mixing = (1 - HARD_USER_MIXING) * np.eye(32) + HARD_USER_MIXING * random
     pattern = np.abs(mixing @ key_pattern(key))
     return pattern / np.linalg.norm(pattern)
 
@@ -387,7 +392,7 @@ def make_hard_emg_session(
     """One session of the hard tier (labelled synthetic: `synthetic_tier` = "hard" in its attributes).
 
     Against the standard tier: key patterns mixed per user (`hard_key_pattern`), the band shifted by a
-    fractional number of electrodes (up to 2) and its electrode gains changed between sessions, each
+    fractional number of electrodes (up to 1) and its electrode gains changed between sessions, each
     user's own typing speed and burst width (fast typists' bursts overlap), and background activity with
     GRABMyo's spectrum, waxing and waning with its measured envelope spread."""
     sfreq = 2000.0
@@ -411,7 +416,7 @@ def make_hard_emg_session(
     gains = user_gains * rng.lognormal(0.0, 0.1, 32)
     emg = _semg_noise(rng, (32, n), taps) * envelope
     # the band sits a fractional number of electrodes off between sessions
-    shift = float(rng.uniform(-2.0, 2.0))
+    shift = float(rng.uniform(-HARD_MAX_SHIFT, HARD_MAX_SHIFT))
     whole, part = int(np.floor(shift)), shift - np.floor(shift)
     half = int(4 * burst_width * sfreq)
     burst_envelope = np.exp(-0.5 * ((np.arange(2 * half) - half) / (burst_width * sfreq)) ** 2)
