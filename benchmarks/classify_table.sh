@@ -9,7 +9,8 @@ out=${2:-runs/classify}
 root=${REAL:-../shared/data/real}
 epochs=${EPOCHS:-30}
 for task in ${TASKS:-eegbci_eyes eegbci_mi myo_gestures}; do
-    biotok finetune classify --task "$task" --root "$root" --tokenizer pretrained_models/tokenizer-small \
+    # these models were pretrained on every subject (classify_models_cpu.sh): the transductive protocol
+    biotok finetune classify --task "$task" --root "$root" --protocol transductive --tokenizer pretrained_models/tokenizer-small \
         --foundation "$models/foundation_tokens/final" --foundation_patches "$models/foundation_patches/final" \
         --seeds 0,1,2 --epochs "$epochs" --out "$out/$task" --progress false
 done

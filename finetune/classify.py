@@ -1,8 +1,11 @@
 """`biotok finetune classify`: one task, every model, the same subject-independent folds, one table.
 
 biotok finetune classify --task eegbci_eyes --root ../shared/data/real \
-    --tokenizer runs/models/tokenizer/final --foundation runs/models/foundation_tokens/final \
-    --foundation_patches runs/models/foundation_patches/final --out runs/classify/eegbci_eyes
+    --tokenizer runs/models/tokenizer/final --foundation runs/fold_groups --out runs/classify/eegbci_eyes
+
+`--foundation` names one model per fold group (subfolders, each pretrained with --holdout_subjects): under
+the default strict protocol every fold uses a model that never saw its test subjects;
+`--protocol transductive` takes a single model for every fold and labels the table so.
 
 Rows, each over the same folds and seeds: the token foundation model as a linear probe and fully
 fine-tuned (layer-wise lr decay per block), the same network from scratch, the raw-patch foundation
