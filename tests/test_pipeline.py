@@ -20,6 +20,8 @@ def test_main_job_runs_every_stage_and_reports_real_numbers(tmp_path):
     assert "reconstruction SNR / PCC, held-out eeg_synthetic" in measures
     assert "masked-token accuracy, held out (unigram baseline)" in measures
     assert "synthetic_mi balanced accuracy, classical" in measures
+    # the demo's foundation saw every synthetic subject in pretraining: its rows say so
+    assert "synthetic_mi balanced accuracy, foundation (linear probe), transductive" in measures
     assert "emg2qwerty test CER greedy / beam" in measures
     # the numbers are the stages' own outputs, not canned
     tokenizer_eval = [json.loads(line) for line in (out / "tokenizer" / "log.jsonl").read_text().splitlines()]
