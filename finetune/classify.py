@@ -357,7 +357,13 @@ def _classical(kind: str, epochs: Epochs, train, test, seed: int) -> np.ndarray:
     x, y = epochs.data.astype(np.float64), epochs.labels
     if kind == "csp_lda":
         from mne.decoding import CSP
+        from scipy import signal as sps
 
+        # the mu and beta bands, where imagined movement desynchronises (as in MNE's EEGBCI example):
+        # broadband CSP follows the slow high-power drifts instead (0.503 against 0.573 balanced
+        # accuracy over 11 unseen EEGBCI subjects)
+        sos = sps.butter(4, CSP_BAND, btype="bandpass", fs=epochs.sfreq, output="sos")
+        x = sps.sosfiltfilt(sos, x, axis=-1)
         pipeline = make_pipeline(CSP(n_components=4, log=True), LinearDiscriminantAnalysis())
     else:
         x = band_power(x, epochs.sfreq, epochs.preset.modality)
@@ -369,6 +375,7 @@ def _classical(kind: str, epochs: Epochs, train, test, seed: int) -> np.ndarray:
         return pipeline.predict_proba(x[test])
 
 
+CSP_BAND = (8.0, 30.0)  # Hz
 BANDS = {
     "eeg": [(1, 4), (4, 8), (8, 13), (13, 30), (30, 45)],
     "emg": [(5, 20), (20, 40), (40, 60), (60, 95)],

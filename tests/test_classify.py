@@ -240,3 +240,26 @@ def test_label_fractions_keep_part_of_every_training_subjects_labels(real, tmp_p
     assert (tmp_path / "eff" / "label_efficiency.png").exists()
     with pytest.raises(ConfigError, match="fractions must lie in"):
         run(ClassifyArgs(label_fractions="0,1", out=str(tmp_path / "bad"), **args))
+
+
+def test_csp_lda_reads_the_mu_and_beta_bands():
+    # two classes that differ only in the power of one channel, at 12 Hz or at 2 Hz: CSP + LDA works in
+    # the 8-30 Hz band where imagined movement shows, so it finds the first and not the second
+    from data_prep.presets import get_preset
+    from finetune.classify import _classical
+    from finetune.classify_data import Epochs
+
+    rng = np.random.default_rng(0)
+    t = np.arange(800) / 200.0
+    labels = np.repeat([0, 1], 40)
+    train, test = np.arange(0, 80, 2), np.arange(1, 80, 2)
+    for hz, separable in ((12.0, True), (2.0, False)):
+        data = rng.standard_normal((80, 4, 800))
+        amplitude = np.where(labels == 1, 3.0, 0.5)[:, None]
+        data[:, 0] += amplitude * np.sin(2 * np.pi * hz * t + rng.uniform(0, 6.3, (80, 1)))
+        epochs = Epochs(
+            data, labels, np.array(["s"] * 80), np.array(["s"] * 80), ["a", "b"], ["C3", "Cz", "C4", "Pz"],
+            200.0, get_preset("eeg"),
+        )  # fmt: skip
+        accuracy = balanced_accuracy(labels[test], _classical("csp_lda", epochs, train, test, 0).argmax(1), 2)
+        assert (accuracy > 0.9) if separable else (accuracy < 0.75), (hz, accuracy)
