@@ -37,7 +37,7 @@ fi
 cls() {  # gpu task seeds
     CUDA_VISIBLE_DEVICES=$1 python -m finetune.classify --task "$2" --codes_file "$in/$2.safetensors" \
         --foundation "$models/${VARIANT:-tied}" --rows "foundation (linear probe),foundation (fine-tuned),from scratch" \
-        --seeds "$3" --label_fractions "${LABEL_FRACTIONS:-0.1,0.3,1}" --epochs 30 --mixed_precision bf16 --out "$out/$2" --progress false > "$out/$2.log" 2>&1
+        --seeds "$3" --pooling "${POOLING:-mean}" --label_fractions "${LABEL_FRACTIONS:-0.1,0.3,1}" --epochs 30 --mixed_precision bf16 --out "$out/$2" --progress false > "$out/$2.log" 2>&1
 }
 cls 0 eegbci_mi "${MI_SEEDS:-0,1,2}" &
 (cls 1 eegbci_eyes 0,1,2; cls 1 myo_armband_gestures 0,1,2) &

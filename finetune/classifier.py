@@ -1,4 +1,8 @@
-"""`BiotokClassifier`: the foundation model's mean-pooled patch states into a small head.
+"""`BiotokClassifier`: the foundation model's pooled patch states into a small head.
+
+Pooling: "mean" over every channel and patch `(B, d)`, or "channels": the mean over patches per
+channel, the channels side by side `(B, C x d)`, which keeps where on the montage a state sits (a
+lateralised rhythm, as in left/right motor imagery, averages away under "mean").
 
 Linear probe: the foundation is frozen and only the head trains. Full fine-tuning: everything trains,
 with layer-wise learning-rate decay applied per transformer block (every tensor of block i gets
@@ -16,6 +20,8 @@ from core.training import weight_decay_groups
 from foundation.config import FoundationConfig
 from foundation.model import BiotokFoundation
 
+POOLINGS = ("mean", "channels")
+
 
 class ClassifierConfig(PretrainedConfig):
     """A foundation config (as a dict), the classes and the modality (preset name) the model reads."""
@@ -27,11 +33,18 @@ class ClassifierConfig(PretrainedConfig):
         foundation: dict | None = None,
         class_names: list[str] | None = None,
         modality: str = "eeg",
+        pooling: str = "mean",
+        n_channels: int = 0,
         **kwargs,
     ):
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling {pooling!r}: expected one of {POOLINGS}")
+        if pooling == "channels" and n_channels < 1:
+            raise ValueError("pooling 'channels' needs n_channels, the montage's channel count")
         self.foundation = dict(foundation or {})
         self.class_names = list(class_names or ["0", "1"])
         self.modality = modality
+        self.pooling, self.n_channels = pooling, n_channels
         super().__init__(**kwargs)
 
     @property
@@ -57,7 +70,8 @@ class BiotokClassifier(PreTrainedModel):
     def __init__(self, config: ClassifierConfig):
         super().__init__(config)
         self.foundation = BiotokFoundation(FoundationConfig.from_dict(config.foundation))
-        self.head = Head(self.foundation.config.d_model, config.n_classes)
+        d = self.foundation.config.d_model
+        self.head = Head(d * (config.n_channels if config.pooling == "channels" else 1), config.n_classes)
         self.post_init()
         self.head.apply(init_weights)  # the foundation initialised itself in its own constructor
 
@@ -66,10 +80,16 @@ class BiotokClassifier(PreTrainedModel):
 
     @classmethod
     def from_foundation(
-        cls, foundation: BiotokFoundation, class_names: list[str], modality: str
+        cls,
+        foundation: BiotokFoundation,
+        class_names: list[str],
+        modality: str,
+        pooling: str = "mean",
+        n_channels: int = 0,
     ) -> BiotokClassifier:
         """A classifier whose foundation starts from `foundation`'s weights (a copy) and whose head is new."""
-        model = cls(ClassifierConfig(foundation.config.to_dict(), class_names, modality))
+        config = ClassifierConfig(foundation.config.to_dict(), class_names, modality, pooling, n_channels)
+        model = cls(config)
         model.foundation.load_state_dict(foundation.state_dict())
         return model
 
@@ -79,9 +99,16 @@ class BiotokClassifier(PreTrainedModel):
         codes: torch.Tensor | None = None,
         patches: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Mean of the patch states `(B, d)` over real channels and every patch."""
+        """Pooled patch states: `(B, d)` mean over real channels and every patch ("mean"), or `(B, C x d)`
+        the mean over patches of each channel, padding channels zero ("channels")."""
         hidden = self.foundation.encode(channel_ids, self.config.modality, codes=codes, patches=patches)
         weight = (channel_ids > 0).to(hidden.dtype)[:, :, None, None]
+        if self.config.pooling == "channels":
+            if hidden.shape[1] != self.config.n_channels:
+                raise ValueError(
+                    f"{hidden.shape[1]} channels given; this classifier pools {self.config.n_channels} by position"
+                )
+            return (hidden.mean(dim=2) * weight[:, :, 0]).flatten(1)
         return (hidden * weight).sum(dim=(1, 2)) / (weight.sum(dim=(1, 2)) * hidden.shape[2])
 
     def forward(

@@ -67,6 +67,13 @@ class ClassifyArgs:
     foundation_patches: str = field(
         default="", metadata={"help": "pretrained raw-patch foundation folder or folders ('' skips)"}
     )
+    pooling: str = field(
+        default="mean",
+        metadata={
+            "help": "mean: over every channel and patch; channels: per channel, side by side (keeps "
+            "where on the montage a state sits, e.g. a lateralised rhythm)"
+        },
+    )
     codes_file: str = field(
         default="",
         metadata={
@@ -327,7 +334,9 @@ def _neural(
         base = BiotokFoundation(base.config)
     # on the device fit() trains on, so that the probe's features and its head meet there
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = BiotokClassifier.from_foundation(base, epochs.classes, inputs.modality).to(device)
+    model = BiotokClassifier.from_foundation(
+        base, epochs.classes, inputs.modality, args.pooling, len(epochs.ch_names)
+    ).to(device)
     labels = torch.from_numpy(epochs.labels[train])
     if "linear probe" in row:
         model.foundation.requires_grad_(False).eval()

@@ -263,3 +263,28 @@ def test_csp_lda_reads_the_mu_and_beta_bands():
         )  # fmt: skip
         accuracy = balanced_accuracy(labels[test], _classical("csp_lda", epochs, train, test, 0).argmax(1), 2)
         assert (accuracy > 0.9) if separable else (accuracy < 0.75), (hz, accuracy)
+
+
+def test_channel_pooling_keeps_where_on_the_montage_a_state_sits(foundations, tmp_path):
+    foundation = BiotokFoundation.from_pretrained(foundations / "tokens")
+    torch.manual_seed(0)
+    mean = BiotokClassifier.from_foundation(foundation, ["left", "right"], "eeg").eval()
+    per_channel = BiotokClassifier.from_foundation(foundation, ["left", "right"], "eeg", "channels", 3).eval()
+    ids = foundation.channel_ids([["C3", "Cz", "C4"]], "eeg").expand(2, -1)
+    shape = (1, 3, 4, foundation.config.n_scales, foundation.config.n_levels)
+    codes = torch.randint(0, foundation.config.codebook_size, shape)
+    codes = torch.cat([codes, codes[:, [2, 1, 0]]])  # the second window: C3's and C4's codes swapped
+    with torch.no_grad():
+        hidden = foundation.eval().encode(ids, "eeg", codes=codes)
+        pooled = per_channel.features(ids, codes=codes)
+        assert pooled.shape == (2, 3 * foundation.config.d_model) and mean.features(
+            ids, codes=codes
+        ).shape == (2, foundation.config.d_model)
+        torch.testing.assert_close(pooled.view(2, 3, -1), hidden.mean(dim=2))  # each channel in its own slot
+    per_channel.save_pretrained(tmp_path / "clf")
+    loaded = BiotokClassifier.from_pretrained(tmp_path / "clf").eval()
+    assert (loaded.config.pooling, loaded.config.n_channels) == ("channels", 3)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids, codes=codes), per_channel(ids, codes=codes))
+    with pytest.raises(ValueError, match="needs n_channels"):
+        BiotokClassifier.from_foundation(foundation, ["a", "b"], "eeg", "channels")
