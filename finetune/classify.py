@@ -215,11 +215,28 @@ class Inputs:
         return data
 
 
-def save_codes(path: str | Path, epochs: Epochs, codes: torch.Tensor, tokenizer_hash: str) -> None:
+def task_signature(task: ClassifyTask) -> str:
+    """What makes a task's windows: its name, recordings, window, classes and channels (not its folds
+    or baseline, which a codes file does not fix)."""
+    import hashlib
+
+    fields = {
+        k: v
+        for k, v in asdict(task).items()
+        if k in ("name", "preset", "sources", "classes", "tmin", "tmax", "channels")
+    }
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def save_codes(
+    path: str | Path, epochs: Epochs, codes: torch.Tensor, tokenizer_hash: str, task: ClassifyTask
+) -> None:
     """The codes `(N, C, P, S, Q)` of every window with its label, subject and group (atomically)."""
     from safetensors.torch import save_file
 
     meta = {
+        "task": task.name,
+        "task_signature": task_signature(task),
         "subjects": epochs.subjects.tolist(),
         "groups": epochs.groups.tolist(),
         "classes": epochs.classes,
@@ -233,14 +250,22 @@ def save_codes(path: str | Path, epochs: Epochs, codes: torch.Tensor, tokenizer_
         save_file(tensors, str(tmp), metadata={"biotok": json.dumps(meta)})
 
 
-def load_codes(path: str | Path) -> tuple[Epochs, torch.Tensor, str]:
-    """Epochs without their signal (data `(N, C, 0)`), their codes and the tokenizer's hash."""
+def load_codes(path: str | Path, task: ClassifyTask) -> tuple[Epochs, torch.Tensor, str]:
+    """Epochs without their signal (data `(N, C, 0)`), their codes and the tokenizer's hash; the file
+    must have been written for `task` as it is now."""
     from safetensors import safe_open
 
     with safe_open(str(path), "pt") as f:
         meta = json.loads((f.metadata() or {}).get("biotok", "null") or "null")
         if meta is None:
             raise BiosignalError(path, "metadata", "not a biotok codes file (no 'biotok' metadata)")
+        if meta.get("task_signature") != task_signature(task):
+            raise BiosignalError(
+                path,
+                "task",
+                f"written for task {meta.get('task')!r} with other recordings, window or classes; "
+                f"expected task {task.name!r} as defined now (delete the file to rewrite it)",
+            )
         codes, labels = f.get_tensor("codes").long(), f.get_tensor("labels").numpy()
     epochs = Epochs(
         data=np.zeros((len(labels), len(meta["ch_names"]), 0), dtype=np.float32),
@@ -453,7 +478,7 @@ def run(args: ClassifyArgs) -> dict:
     seeds = [int(s) for s in args.seeds.split(",")]
     cached = bool(args.codes_file) and Path(args.codes_file).exists()
     if cached:
-        epochs, codes, codes_hash = load_codes(args.codes_file)
+        epochs, codes, codes_hash = load_codes(args.codes_file, task)
     else:
         epochs, codes, codes_hash = load_epochs(task, args.root, progress=args.progress), None, None
     folds = group_folds(epochs.groups, task.folds if args.folds < 0 else args.folds)
@@ -510,7 +535,7 @@ def run(args: ClassifyArgs) -> dict:
     if args.codes_file and not cached:
         if inputs.codes is None:
             raise ConfigError("codes_file", "writing a codes file needs --tokenizer")
-        save_codes(args.codes_file, epochs, inputs.codes, codes_hash)
+        save_codes(args.codes_file, epochs, inputs.codes, codes_hash, task)
 
     results = {"task": asdict(task) | {"source_specs": None}, "args": asdict(args), "n_epochs": len(epochs)}
     results["protocol"] = args.protocol

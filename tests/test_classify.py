@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from data_prep.errors import ConfigError
+from data_prep.errors import BiosignalError, ConfigError
 from finetune.classifier import BiotokClassifier, layer_decay_groups
 from finetune.classify import ClassifyArgs, run
 from finetune.classify_data import ClassifyTask, group_folds, load_epochs
@@ -156,6 +156,17 @@ def test_end_to_end_comparison_on_eegbci_eyes(real, foundations, tmp_path):
         )
     )
     assert "holds the codes only" in again["skipped"]["classical"]
+    # a codes file answers only for the task it was written for
+    with pytest.raises(BiosignalError, match="written for task 'eegbci_eyes'"):
+        run(
+            ClassifyArgs(
+                task="eegbci_mi",
+                foundation=str(foundations / "tokens_groups"),
+                codes_file=str(tmp_path / "eyes_codes.safetensors"),
+                out=str(tmp_path / "wrong"),
+                progress=False,
+            )
+        )
     first, second = (r["rows"]["foundation (fine-tuned)"]["seeds"][0]["folds"] for r in (results, again))
     assert [f["balanced_accuracy"] for f in first] == [f["balanced_accuracy"] for f in second]
     assert (
