@@ -297,16 +297,11 @@ def load_pretrained(path: str) -> list[Pretrained]:
     root = Path(path)
     if (root / "config.json").exists():
         folders = [root]
+    elif root.is_dir():
+        candidates = (f if (f / "config.json").exists() else f / "final" for f in root.iterdir())
+        folders = sorted(f for f in candidates if (f / "config.json").exists())
     else:
-        folders = (
-            sorted(
-                f if (f / "config.json").exists() else f / "final"
-                for f in root.iterdir()
-                if (f / "config.json").exists() or (f / "final" / "config.json").exists()
-            )
-            if root.is_dir()
-            else []
-        )
+        folders = []
     if not folders:
         raise ConfigError("foundation", f"no foundation model (config.json) in {root} or its subfolders")
     return [Pretrained(f, BiotokFoundation.from_pretrained(str(f)).eval(), held_out(f)) for f in folders]
@@ -518,10 +513,9 @@ def run(args: ClassifyArgs) -> dict:
         elif need not in bases:
             skipped[row] = f"no {'--foundation_patches' if need == 'patches' else '--foundation'} given"
     wanted = [r for r in wanted if r not in skipped]
+    used_kinds = {_input_kind(r) for r in wanted if r != "classical"}
     # the frozen tokenizer's codes are made once, and only when a token row runs or a codes file is asked for
-    needs_codes = any(r != "classical" and _input_kind(r) == "tokens" for r in wanted) or bool(
-        args.codes_file
-    )
+    needs_codes = "tokens" in used_kinds or bool(args.codes_file)
     # every fold's model is chosen (and a strict-protocol violation refused) before any training
     chosen = {
         kind: [
@@ -529,7 +523,7 @@ def run(args: ClassifyArgs) -> dict:
             for _, test in folds
         ]
         for kind, models in bases.items()
-        if any(r != "classical" and _input_kind(r) == kind for r in wanted)
+        if kind in used_kinds
     }
     inputs = Inputs(epochs, modality, tokenizer if needs_codes else None, codes=codes)
     if args.codes_file and not cached:
@@ -539,7 +533,7 @@ def run(args: ClassifyArgs) -> dict:
 
     results = {"task": asdict(task) | {"source_specs": None}, "args": asdict(args), "n_epochs": len(epochs)}
     results["protocol"] = args.protocol
-    results["classes"], results["skipped"], results["rows"] = epochs.classes, skipped, {}
+    results["classes"], results["skipped"] = epochs.classes, skipped
     fractions = sorted({float(f) for f in args.label_fractions.split(",")})
     if not all(0 < f <= 1 for f in fractions):
         raise ConfigError("label_fractions", f"{args.label_fractions!r}: fractions must lie in (0, 1]")
@@ -560,8 +554,10 @@ def run(args: ClassifyArgs) -> dict:
                     train = label_subset(all_train, epochs, fraction, seed)
                     if row == "classical":
                         probabilities = _classical(task.classical, epochs, train, test, seed)
+                        folder = None
                     else:
                         pretrained = chosen[_input_kind(row)][k]
+                        folder = str(pretrained.folder)
                         probabilities, model = _neural(
                             row, pretrained.model, inputs, epochs, train, test, args, seed
                         )
@@ -585,9 +581,7 @@ def run(args: ClassifyArgs) -> dict:
                             "fold": k,
                             "test_groups": sorted(set(epochs.groups[test].tolist())),
                             "n_train": int(len(train)),
-                            "foundation": None
-                            if row == "classical"
-                            else str(chosen[_input_kind(row)][k].folder),
+                            "foundation": folder,
                             **scores(labels, probabilities),
                             "per_subject": per_subject,
                         }
