@@ -407,10 +407,9 @@ def make_hard_emg_session(
     taps = semg_fir(sfreq)
     # background: slow log-normal waxing and waning (AR(1) over 50 ms frames, ~0.5 s memory)
     frames = n // 100 + 2
-    log_env = np.zeros((32, frames))
     keep = np.exp(-0.05 / 0.5)
-    for i in range(1, frames):
-        log_env[:, i] = keep * log_env[:, i - 1] + np.sqrt(1 - keep**2) * rng.standard_normal(32)
+    steps = np.vstack([np.zeros((1, 32)), rng.standard_normal((frames - 1, 32))]).T
+    log_env = sps.lfilter([np.sqrt(1 - keep**2)], [1.0, -keep], steps, axis=1)
     envelope = np.exp(SEMG_LOG_ENVELOPE_STD * log_env)
     envelope = np.stack([np.interp(np.arange(n), np.arange(frames) * 100, e) for e in envelope])
     gains = user_gains * rng.lognormal(0.0, 0.1, 32)
