@@ -7,7 +7,10 @@ batch; an exact resume of the 2-GPU run.
 Runs (each `accelerate launch --config_file foundation/accelerate/{ddp,fsdp}.yaml -m foundation.pretrain`):
   1gpu_b{B}        1 GPU, batch B                  throughput reference
   ddp_2gpu_b{B}    2 GPUs (DDP), batch B per GPU   scaling; loss curve at global batch 2B
-  fsdp_2gpu_b{B}   2 GPUs (FSDP), batch B per GPU  scaling
+  fsdp_2gpu_b{B}   2 GPUs (FSDP), batch B per GPU  scaling (full shard: parameters gathered again for
+                   the backward)
+  fsdp_keep_2gpu_b{B}  the same with --fsdp_reshard_after_forward false (parameters kept gathered
+                   from the forward to the backward, as ZeRO-2 / SHARD_GRAD_OP)
   1gpu_b{2B}       1 GPU, batch 2B                 loss curve at global batch 2B
   ddp_2gpu_resumed stopped at steps/2, then resumed to the end: its losses against ddp_2gpu_b{B}
 Writes OUT/scaling.json (tokens/s per GPU, efficiencies, losses, resume differences), OUT/scaling.png
@@ -30,15 +33,19 @@ from pathlib import Path
 SAFE_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
 
 
-def launch(config: str, n_gpus: int, tokens: list[str], out: Path, args, batch: int, **extra) -> float:
-    """One pretraining run; returns its wall time in seconds."""
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config]
+def launch(
+    config: str, n_gpus: int, tokens: list[str], out: Path, args, batch: int, flags=(), **extra
+) -> float:
+    """One pretraining run (`flags`: extra `accelerate launch` options); returns its wall time in s."""
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config, *flags]
     cmd += ["--num_processes", str(n_gpus), "--main_process_port", str(29500 + n_gpus)]
     cmd += ["-m", "foundation.pretrain", "--tokens", *tokens, "--size", args.size]
     cmd += ["--batch_size", str(batch), "--steps", str(args.steps), "--lr", "5e-4", "--warmup_steps", "20"]
     cmd += ["--log_every", str(args.log_every), "--eval_every", str(10 * args.steps), "--eval_batches", "1"]
     cmd += ["--save_every", str(halfway(args)), "--mixed_precision", "bf16", "--progress", "false"]
     cmd += ["--target_levels", str(args.target_levels), "--out", str(out)]
+    if args.deterministic:
+        cmd += ["--deterministic", "true"]
     for key, value in extra.items():
         cmd += [f"--{key}", str(value)]
     env = {**os.environ, **SAFE_ENV, "CUDA_VISIBLE_DEVICES": ",".join(map(str, range(n_gpus)))}
@@ -67,6 +74,20 @@ def throughput(run: Path, skip: int) -> float:
     return statistics.median(rates)
 
 
+def compare_runs(reference: Path, other: Path, after_step: int) -> dict:
+    """Logged losses of `other` after `after_step` against `reference`'s, and their final weights."""
+    losses = {r["step"]: r["train/loss"] for r in train_rows(reference)}
+    after = {r["step"]: r["train/loss"] for r in train_rows(other) if r["step"] > after_step}
+    diffs = [abs(after[s] - losses[s]) for s in after]
+    weights = [(run / "final" / "model.safetensors").read_bytes() for run in (reference, other)]
+    return {
+        "steps_compared": sorted(after),
+        "max_abs_loss_difference": max(diffs) if diffs else None,
+        "identical": bool(diffs) and max(diffs) == 0.0,
+        "final_weights_identical": weights[0] == weights[1],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", nargs="+", required=True, help="token corpus folders (biotok tokenize)")
@@ -80,65 +101,72 @@ def main() -> None:
     parser.add_argument("--cpu", action="store_true", help="smoke-test the script on the CPU")
     parser.add_argument("--only", default="", help="comma-separated run names to make (default: all)")
     parser.add_argument("--no_resume", action="store_true", help="skip the resume check")
+    parser.add_argument("--repeat", action="store_true", help="rerun the 2-GPU run: run-to-run floor")
+    parser.add_argument(
+        "--deterministic", action="store_true", help="deterministic kernels in every run (slower)"
+    )
     args = parser.parse_args()
     out = Path(args.out)
     runs = out / "runs"
     ddp, fsdp = "foundation/accelerate/ddp.yaml", "foundation/accelerate/fsdp.yaml"
     b = args.batch
+    keep = ("--fsdp_reshard_after_forward", "false")
     plan = {
-        f"1gpu_b{b}": (ddp, 1, b, {}),
-        f"ddp_2gpu_b{b}": (ddp, 2, b, {}),
-        f"fsdp_2gpu_b{b}": (fsdp, 2, b, {}),
-        f"1gpu_b{2 * b}": (ddp, 1, 2 * b, {}),
+        f"1gpu_b{b}": (ddp, 1, b, ()),
+        f"ddp_2gpu_b{b}": (ddp, 2, b, ()),
+        f"fsdp_2gpu_b{b}": (fsdp, 2, b, ()),
+        f"fsdp_keep_2gpu_b{b}": (fsdp, 2, b, keep),
+        f"1gpu_b{2 * b}": (ddp, 1, 2 * b, ()),
     }
     if args.only:
         plan = {name: run for name, run in plan.items() if name in args.only.split(",")}
     wall, failed = {}, {}
-    for name, (config, n_gpus, batch, extra) in list(plan.items()):
+    for name, (config, n_gpus, batch, flags) in list(plan.items()):
         shutil.rmtree(runs / name, ignore_errors=True)
         try:
-            wall[name] = launch(config, n_gpus, args.tokens, runs / name, args, batch, **extra)
+            wall[name] = launch(config, n_gpus, args.tokens, runs / name, args, batch, flags)
         except subprocess.CalledProcessError as err:  # recorded; the other runs still measure
             failed[name] = f"exit status {err.returncode}"
             if not (runs / name / "log.jsonl").exists():
                 del plan[name]
-    resumed = runs / "ddp_2gpu_resumed"
+    resumed, repeat = runs / "ddp_2gpu_resumed", runs / "ddp_2gpu_repeat"
     if not args.no_resume:
         shutil.rmtree(resumed, ignore_errors=True)
         launch(ddp, 2, args.tokens, resumed, args, b, stop_at=halfway(args))
         launch(ddp, 2, args.tokens, resumed, args, b)
+    if args.repeat:  # the run-to-run floor: the same uninterrupted 2-GPU run again
+        shutil.rmtree(repeat, ignore_errors=True)
+        launch(ddp, 2, args.tokens, repeat, args, b)
 
     rate = {name: throughput(runs / name, args.skip) for name in plan}
     one = rate.get(f"1gpu_b{b}", float("nan"))
-    diffs, after = [], {}
-    if not args.no_resume:
-        straight = {r["step"]: r["train/loss"] for r in train_rows(runs / f"ddp_2gpu_b{b}")}
-        after = {r["step"]: r["train/loss"] for r in train_rows(resumed) if r["step"] > halfway(args)}
-        diffs = [abs(after[s] - straight[s]) for s in after]
+    straight = runs / f"ddp_2gpu_b{b}"
+    resume = compare_runs(straight, resumed, after_step=halfway(args)) if not args.no_resume else {}
+    rerun = compare_runs(straight, repeat, after_step=0) if args.repeat else {}
     result = {
         "size": args.size,
         "batch_per_gpu": b,
+        "deterministic": args.deterministic,
         "steps": args.steps,
         "tokens_per_s": rate,
         "tokens_per_s_per_gpu": {name: rate[name] / plan[name][1] for name in plan},
         "scaling_efficiency": {
             kind: rate[f"{kind}_2gpu_b{b}"] / (2 * one)
-            for kind in ("ddp", "fsdp")
+            for kind in ("ddp", "fsdp", "fsdp_keep")
             if f"{kind}_2gpu_b{b}" in rate
         },
         "failed": failed,
         "wall_s": wall,
         "losses": {name: [[r["step"], r["train/loss"]] for r in train_rows(runs / name)] for name in plan},
-        "resume": {
-            "stopped_at": halfway(args),
-            "steps_compared": sorted(after),
-            "max_abs_loss_difference": max(diffs) if diffs else None,
-            "identical": bool(diffs) and max(diffs) == 0.0,
-        },
+        "resume": {"stopped_at": halfway(args), **resume},
+        "repeat": rerun,
     }
     (out / "scaling.json").write_text(json.dumps(result, indent=2))
     print(
-        json.dumps({k: result[k] for k in ("tokens_per_s_per_gpu", "scaling_efficiency", "resume")}, indent=2)
+        json.dumps(
+            {k: result[k] for k in ("tokens_per_s_per_gpu", "scaling_efficiency", "resume", "repeat")},
+            indent=2,
+        )
     )
     try:
         plot(result, out / "scaling.png", b)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import queue
 import random
 import shutil
 import threading
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -225,6 +227,35 @@ def end_training(accelerator) -> None:
     accelerator.end_training()
 
 
+@contextmanager
+def deterministic_kernels():
+    """Deterministic GPU kernels inside the block, so that two runs (and a resumed run) give the same
+    losses bit for bit; slower, so for reproducibility checks, not for throughput. The previous settings
+    come back on exit.
+
+    On the GPU the fused attention backward kernels and index_add (the backward of index_select and of
+    embedding lookups) accumulate with atomic adds, whose order varies from run to run; cuBLAS needs a
+    fixed workspace (set before its first use). Attention falls back to the unfused math kernel."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    backends = ("flash", "mem_efficient", "cudnn")
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.backends.cudnn.benchmark,
+        [getattr(torch.backends.cuda, f"{b}_sdp_enabled")() for b in backends],
+    )
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    for backend in backends:
+        getattr(torch.backends.cuda, f"enable_{backend}_sdp")(False)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.backends.cudnn.benchmark = before[1]
+        for backend, enabled in zip(backends, before[2]):
+            getattr(torch.backends.cuda, f"enable_{backend}_sdp")(enabled)
+
+
 def lr_lambda(warmup: int, total: int):
     def schedule(step: int) -> float:
         if step < warmup:
@@ -390,7 +421,9 @@ def training_loop(
             running[key] = running.get(key, 0) + (value.detach() if torch.is_tensor(value) else value)
         n_running += 1
         if cadence.grad_clip:
-            accelerator.clip_grad_norm_(parameters, cadence.grad_clip)
+            # the norm before clipping, averaged over the log window: where training diverges, it shows
+            norm = accelerator.clip_grad_norm_(parameters, cadence.grad_clip)
+            running["grad_norm"] = running.get("grad_norm", 0) + norm.detach()
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)

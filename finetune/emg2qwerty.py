@@ -73,6 +73,9 @@ class CTCTrainArgs:
     kd_temperature: float = field(
         default=2.0, metadata={"help": "softmax temperature of the distillation term"}
     )
+    overrides: str = field(
+        default="", metadata={"help": 'JSON: EmgCTCConfig fields over the model\'s, e.g. {"qk_norm": true}'}
+    )
     init_from: str = field(default="", metadata={"help": "start from this model (personalization)"})
     out: str = field(
         default="runs/emg2qwerty",
@@ -118,6 +121,7 @@ def build_model(args: CTCTrainArgs) -> EmgCTCModel:
         rvq_levels=args.rvq_levels,
         rvq_codebook_size=args.rvq_codebook_size,
         dropout=args.dropout,
+        **(json.loads(args.overrides) if args.overrides else {}),
     )
     if args.model != "foundation":
         return EmgCTCModel(EmgCTCConfig.named(args.model, **common))
@@ -292,6 +296,7 @@ def finetune(args: CTCTrainArgs) -> dict:
         record = {
             "train/loss": means["loss"],
             "train/lr": scheduler.get_last_lr()[0],
+            "train/grad_norm": means.get("grad_norm", float("nan")),
             "train/infeasible_windows": infeasible_total,
             "train/seconds": seconds,
         }

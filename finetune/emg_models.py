@@ -63,6 +63,7 @@ class EmgCTCConfig(PretrainedConfig):
         tokenizer_config: dict | None = None,
         foundation_config: dict | None = None,
         frames_per_patch: int = 10,
+        qk_norm: bool = False,
         **kwargs,
     ):
         if architecture not in ("transformer", "tds", "foundation"):
@@ -81,6 +82,7 @@ class EmgCTCConfig(PretrainedConfig):
         self.spec_augment = spec_augment
         self.tokenizer_config, self.foundation_config = tokenizer_config, foundation_config
         self.frames_per_patch = frames_per_patch
+        self.qk_norm = qk_norm  # LayerNorm of queries and keys (the paper's transformer has none)
         super().__init__(**kwargs)
 
     @classmethod
@@ -199,7 +201,7 @@ class SEMGTransformer(nn.Module):
             nn.Conv1d(c.width, c.width, POS_KERNEL, groups=POS_GROUPS), dim=2
         )
         self.causal = c.causal
-        self.encoder = Transformer(c.width, c.depth, c.n_heads, c.dropout, qk_norm=False)
+        self.encoder = Transformer(c.width, c.depth, c.n_heads, c.dropout, qk_norm=c.qk_norm)
         self.bottleneck = Bottleneck(c.width, c.rvq_levels, c.rvq_codebook_size) if c.rvq_levels else None
 
     @staticmethod

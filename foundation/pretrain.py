@@ -19,6 +19,7 @@ from core.training import (
     Stage,
     checkpoint_saver,
     data_parallel_batches,
+    deterministic_kernels,
     end_training,
     full_state_dicts,
     lr_lambda,
@@ -95,6 +96,10 @@ class PretrainArgs:
     mixed_precision: str = field(default="no", metadata={"help": "no | bf16 | fp16"})
     report_to: str = field(default="", metadata={"help": "extra Accelerate trackers, e.g. tensorboard"})
     seed: int = 0
+    deterministic: bool = field(
+        default=False,
+        metadata={"help": "deterministic GPU kernels: bit-identical reruns and resumes, slower"},
+    )
     progress: bool = True
 
 
@@ -300,6 +305,11 @@ def build_config(args: PretrainArgs, corpora: dict[str, TokenCorpus]) -> Foundat
 
 def pretrain(args: PretrainArgs) -> Path:
     """Run (or resume) pretraining; returns the folder of the final `save_pretrained` weights."""
+    with deterministic_kernels() if args.deterministic else nullcontext():
+        return _pretrain(args)
+
+
+def _pretrain(args: PretrainArgs) -> Path:
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 

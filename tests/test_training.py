@@ -4,7 +4,7 @@ import time
 
 import torch
 
-from core.training import Cadence, Prefetcher, Stage, training_loop
+from core.training import Cadence, Prefetcher, Stage, deterministic_kernels, training_loop
 
 
 def _run(cadence: Cadence, start: int = 0, slow: float = 0.0):
@@ -154,3 +154,16 @@ def test_fsdp_sharded_checkpoint_loads_into_the_unsharded_model(tmp_path):
         env=env,
     )
     assert done.returncode == 0 and "FSDP checkpoint OK" in done.stdout, done.stderr[-3000:]
+
+
+def test_deterministic_kernels_switch_on_inside_the_block_and_restore_the_settings_after():
+    torch.backends.cuda.enable_flash_sdp(True)
+    assert not torch.are_deterministic_algorithms_enabled()
+    with deterministic_kernels():
+        assert torch.are_deterministic_algorithms_enabled()
+        # the fused attention kernels accumulate with atomics: only the math kernel stays on
+        assert not torch.backends.cuda.flash_sdp_enabled()
+        assert not torch.backends.cuda.mem_efficient_sdp_enabled()
+        assert torch.backends.cuda.math_sdp_enabled()
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert torch.backends.cuda.flash_sdp_enabled()
