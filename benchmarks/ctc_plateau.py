@@ -29,6 +29,8 @@ VARIANTS = {
     "tds": ["--model", "tds"],
     "tiny_rvq2": ["--model", "tiny", "--rvq_levels", "2"],
     # one change each
+    "small_uncropped": ["--model", "small", "--lr", "5e-4", "--crop_context", "false"],
+    "tiny_uncropped": ["--model", "tiny", "--crop_context", "false"],
     "small_fp32": ["--model", "small", "--lr", "5e-4", "--mixed_precision", "no"],
     "small_qk_norm": ["--model", "small", "--lr", "5e-4", "--overrides", '{"qk_norm": true}'],
     "small_lr2.5e-4": ["--model", "small", "--lr", "2.5e-4"],

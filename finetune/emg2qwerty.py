@@ -39,7 +39,7 @@ from foundation.tracking import JSONLinesTracker
 from .cer import EditCounts, edit_counts
 from .ctc import ctc_loss, distillation_loss
 from .decoding import beam_search, greedy_decode
-from .emg_data import LabelledSession, WindowSampler, eval_windows, load_split
+from .emg_data import PAST, LabelledSession, WindowSampler, eval_windows, load_split
 from .emg_models import EmgCTCConfig, EmgCTCModel
 from .lm import CharNGramLM
 
@@ -108,8 +108,24 @@ class CTCTrainArgs:
             "help": "augment training windows: electrode rotation per wrist and a left/right time jitter"
         },
     )
+    crop_context: bool = field(
+        default=True,
+        metadata={
+            "help": "CTC reads only the frames of each window's labelled span, not those of the past "
+            "context before it (false: every frame, the earlier behaviour)"
+        },
+    )
     seed: int = 0
     progress: bool = True
+
+
+def context_frames(model: EmgCTCModel) -> int:
+    """Output frames of a window that lie wholly in its unlabelled past context (`PAST` samples).
+
+    A window's labels are the keys of its own span; the context before it holds bursts of earlier keys.
+    Frames there must not emit: asking the model to stay silent on bursts it can see would make it
+    learn where the window starts, which a convolution + causal attention model can hardly tell."""
+    return max(0, int(model.output_lengths(torch.tensor(PAST))))
 
 
 def build_model(args: CTCTrainArgs) -> EmgCTCModel:
@@ -175,14 +191,14 @@ def train_lm(sessions: list[LabelledSession], order: int) -> CharNGramLM | None:
 
 
 @torch.no_grad()
-def window_cer(model: EmgCTCModel, batches: list[dict], device) -> float:
-    """Greedy CER over fixed validation windows."""
+def window_cer(model: EmgCTCModel, batches: list[dict], device, skip: int = 0) -> float:
+    """Greedy CER over fixed validation windows, read from frame `skip` on (see `context_frames`)."""
     model.eval()
     total = EditCounts()
     for batch in batches:
         output = model(batch["emg"].to(device))
         for i in range(len(output.log_probs)):
-            prediction = greedy_decode(output.log_probs[i, : output.lengths[i]])
+            prediction = greedy_decode(output.log_probs[i, skip : output.lengths[i]])
             total = total + edit_counts(
                 batch["targets"][i, : batch["target_lengths"][i]].tolist(), prediction
             )
@@ -266,6 +282,7 @@ def finetune(args: CTCTrainArgs) -> dict:
     accelerator.init_trackers("emg2qwerty", config=asdict(args))
     val_batches = eval_windows(parts["val"], args.batch_size) if parts["val"] else []
     infeasible_total = 0
+    skip = context_frames(raw) if args.crop_context else 0
     model.train()
     # the next batch is gathered on a thread while the accelerator runs this step (batches are pure
     # functions of the step, so prefetching changes nothing but speed)
@@ -281,12 +298,14 @@ def finetune(args: CTCTrainArgs) -> dict:
         target_lengths = batch["target_lengths"].to(accelerator.device)
         with accelerator.autocast():
             output = model(emg)
-        loss, infeasible = ctc_loss(output.log_probs, output.lengths, targets, target_lengths)
+        loss, infeasible = ctc_loss(
+            output.log_probs[:, skip:], output.lengths - skip, targets, target_lengths
+        )
         infeasible_total += infeasible
         if teacher is not None:
             with torch.no_grad(), accelerator.autocast():
                 teacher_logits = teacher(emg).logits
-            kd = distillation_loss(output.logits, teacher_logits, args.kd_temperature)
+            kd = distillation_loss(output.logits[:, skip:], teacher_logits[:, skip:], args.kd_temperature)
             loss = (args.kd_alpha * kd + args.kd_beta * loss) / (args.kd_alpha + args.kd_beta)
         loss = loss + raw.config.rvq_commitment_weight * output.commit_loss
         accelerator.backward(loss)
@@ -304,7 +323,7 @@ def finetune(args: CTCTrainArgs) -> dict:
         return f"loss={record['train/loss']:.3f}"
 
     def on_eval(done: int) -> None:
-        val = window_cer(raw, val_batches, accelerator.device)
+        val = window_cer(raw, val_batches, accelerator.device, skip)
         accelerator.log({"val/cer": val}, step=done)
         tqdm.write(f"step {done}: validation CER {val:.1f}%")
 
@@ -333,7 +352,7 @@ def finetune(args: CTCTrainArgs) -> dict:
     if last < args.steps:
         return results
     if val_batches:
-        results["val_cer_windows"] = window_cer(raw, val_batches, accelerator.device)
+        results["val_cer_windows"] = window_cer(raw, val_batches, accelerator.device, skip)
     if parts["test"]:
         results["test"] = test_sessions(raw, parts["test"], lm, args, accelerator.device)
         summary = ", ".join(f"{k} {v:.1f}%" for k, v in results["test"].items() if k.startswith("cer"))

@@ -240,6 +240,28 @@ def test_causal_model_ignores_the_future():
     assert not torch.allclose(a[:, -1], b[:, -1])
 
 
+@pytest.mark.parametrize("name", ["128x2", "tds"])
+def test_ctc_skips_exactly_the_frames_that_see_only_the_past_context(name):
+    """The frames `context_frames` drops see nothing of the labelled span: changing the window from
+    sample PAST on leaves their emissions unchanged (causal model), and the next frame sees it."""
+    from finetune.emg2qwerty import context_frames
+    from finetune.emg_data import PAST
+
+    model = EmgCTCModel(EmgCTCConfig.named(name, causal=True)).eval()
+    skip = context_frames(model)
+    emg = torch.randn(1, 32, 10000)
+    changed = emg.clone()
+    changed[:, :, PAST:] = torch.randn(1, 32, 10000 - PAST)
+    with torch.no_grad():
+        a, b = model(emg).log_probs, model(changed).log_probs
+    if name == "tds":  # its first output frame already ends inside the labelled span
+        assert skip == 0
+    else:
+        assert skip == 88
+        torch.testing.assert_close(a[:, :skip], b[:, :skip])
+    assert not torch.allclose(a[:, skip], b[:, skip])
+
+
 def test_rvq_bottleneck_exports_nearest_codes_and_reports_compression():
     config = EmgCTCConfig.named("small", rvq_levels=2, rvq_codebook_size=1024)
     assert config.compression() == {"bits_per_frame": 20.0, "vs_latent": 409.6, "vs_raw": 1024.0}

@@ -2,6 +2,7 @@
 
 import time
 
+import pytest
 import torch
 
 from core.training import Cadence, Prefetcher, Stage, deterministic_kernels, training_loop
@@ -95,7 +96,7 @@ from torch.distributed.fsdp import fully_shard
 from core.training import full_state_dicts, load_checkpoint, save_checkpoint
 
 dist.init_process_group("gloo")
-rank, folder = dist.get_rank(), sys.argv[1]
+rank, folder, keep_gathered = dist.get_rank(), sys.argv[1], sys.argv[2] == "keep"
 
 def build():
     torch.manual_seed(0)
@@ -106,8 +107,9 @@ def build():
 sharded, sharded_opt, sharded_sched = build()
 mesh = init_device_mesh("cpu", (2,))
 for layer in (sharded[0], sharded[2]):
-    fully_shard(layer, mesh=mesh)
-fully_shard(sharded, mesh=mesh)
+    # keep: parameters stay gathered from the forward to the backward (ZeRO-2-like)
+    fully_shard(layer, mesh=mesh, reshard_after_forward=not keep_gathered)
+fully_shard(sharded, mesh=mesh, reshard_after_forward=not keep_gathered)
 sharded_opt = torch.optim.AdamW(sharded.parameters(), lr=0.01)  # over the sharded parameters
 sharded_sched = torch.optim.lr_scheduler.LambdaLR(sharded_opt, lambda step: 1.0)
 plain, plain_opt, _ = build()
@@ -133,7 +135,8 @@ dist.destroy_process_group()
 """
 
 
-def test_fsdp_sharded_checkpoint_loads_into_the_unsharded_model(tmp_path):
+@pytest.mark.parametrize("resharding", ["reshard", "keep"])
+def test_fsdp_sharded_checkpoint_loads_into_the_unsharded_model(tmp_path, resharding):
     """FSDP2 shards parameters and optimizer state: a checkpoint gathers them whole, in the order
     an unsharded optimizer uses, so a run resumes (and a model loads) with any number of ranks."""
     import os
@@ -147,7 +150,7 @@ def test_fsdp_sharded_checkpoint_loads_into_the_unsharded_model(tmp_path):
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
     done = subprocess.run(
-        [*cmd, str(script), str(tmp_path / "checkpoints")],
+        [*cmd, str(script), str(tmp_path / "checkpoints"), resharding],
         capture_output=True,
         text=True,
         timeout=300,
