@@ -25,6 +25,16 @@ from pathlib import Path
 from data_prep.atomic import atomic_path
 from data_prep.config import run_command
 
+SHIPPED_CTC = "ctc-128x2-synthetic"
+
+
+def ctc_start(choice: str) -> str:
+    """The CTC model folder the main job fine-tunes ('' = a new TINY); 'shipped' = the repository's."""
+    if choice != "shipped":
+        return choice
+    shipped = Path(__file__).resolve().parents[1] / "pretrained_models" / SHIPPED_CTC
+    return str(shipped) if (shipped / "config.json").exists() else ""
+
 
 @dataclass
 class RunArgs:
@@ -68,15 +78,17 @@ class RunArgs:
         default=600, metadata={"help": "foundation pretraining steps (unless --foundation gives one)"}
     )
     classify_epochs: int = field(default=30, metadata={"help": "training epochs of each classification row"})
-    # CTC on a CPU costs ~1 s per window (the paper's 16-head attention with dropout): a few steps show
-    # the stage end to end; trained numbers need a GPU (docs/BENCHMARKS.md)
-    ctc_steps: int = field(
-        default=10,
+    # a CTC model leaves the all-blank plateau after hundreds of steps of batch 16-32 (docs/BENCHMARKS.md):
+    # out of the main job's minutes on a CPU, so it fine-tunes the shipped one, which has left it
+    ctc_init: str = field(
+        default="shipped",
         metadata={
-            "help": "emg2qwerty CTC training steps (a CPU shows the stage; trained numbers need a GPU)"
+            "help": f"CTC model to start from: 'shipped' (pretrained_models/{SHIPPED_CTC}), a model "
+            "folder, or '' (a TINY from scratch, which a few CPU steps leave near 100% CER)"
         },
     )
-    ctc_batch_size: int = field(default=4, metadata={"help": "emg2qwerty windows per CTC step"})
+    ctc_steps: int = field(default=30, metadata={"help": "emg2qwerty CTC fine-tuning steps"})
+    ctc_batch_size: int = field(default=8, metadata={"help": "emg2qwerty windows per CTC step"})
     batch_size: int = 16
     mixed_precision: str = "no"
     progress: bool = True
@@ -181,6 +193,7 @@ def run(args: RunArgs) -> dict:
                 else finetune(
                     CTCTrainArgs(
                         data=args.emg2qwerty or str(data / "emg2qwerty"), model="tiny", out=str(ctc_out),
+                        init_from=ctc_start(args.ctc_init), lr=3e-4 if ctc_start(args.ctc_init) else 1e-3,
                         steps=args.ctc_steps, batch_size=args.ctc_batch_size, warmup_steps=max(1, args.ctc_steps // 10),
                         eval_every=args.ctc_steps, save_every=args.ctc_steps, beam=8,
                         mixed_precision=args.mixed_precision, progress=args.progress,
@@ -273,10 +286,14 @@ def _summary(
             )
         )
     if ctc is not None:
+        start = ctc["args"]["init_from"]
+        origin = f"fine-tuned from {Path(start).name}" if start else "trained from scratch"
+        users = ", ".join(sorted({session["user"] for session in ctc["test"]["sessions"]}))
         rows.append(
             (
                 "emg2qwerty test CER greedy / beam",
-                f"{ctc['test']['cer_greedy']:.1f}% / {ctc['test']['cer_beam']:.1f}%",
+                f"{ctc['test']['cer_greedy']:.1f}% / {ctc['test']['cer_beam']:.1f}% ({origin}, held-out user "
+                f"{users})",
             )
         )
     return {"rows": rows, "seconds": timings}

@@ -222,9 +222,23 @@ def render_foundation(metrics: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def render_ctc(metrics: dict) -> str:
+    """A keystroke decoder's whole-session CER on its held-out user (see finetune.ctc_card)."""
+    lines = [
+        "| held-out user | sessions | target keys | CER greedy | CER beam | CER beam + LM | val CER (windows) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        f"| {metrics['test_user']} ({metrics['data']}) | {metrics['sessions']} | {metrics['target_keys']:,} | "
+        f"{metrics['cer_greedy']:.2f}% | {metrics['cer_beam']:.2f}% | {metrics['cer_beam_lm']:.2f}% | "
+        f"{metrics['val_cer_windows']:.2f}% |",
+    ]
+    return "\n".join(lines)
+
+
+RENDERERS = {"tokenizer": render_tokenizer, "foundation": render_foundation, "ctc": render_ctc}
+
+
 def card_block(kind: str, metrics: dict) -> str:
-    table = render_tokenizer(metrics) if kind == "tokenizer" else render_foundation(metrics)
-    return f"{START}\n{table}\n{END}"
+    return f"{START}\n{RENDERERS[kind](metrics)}\n{END}"
 
 
 def write_card(folder: str | Path, kind: str, metrics: dict) -> None:

@@ -6,13 +6,15 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
+from finetune.emg_models import EmgCTCModel
 from foundation.card import METRICS_FILE, card_block, measure
 from foundation.model import BiotokFoundation
 from tokenizer.model import BiotokTokenizer
 
 MODELS = Path(__file__).resolve().parents[1] / "pretrained_models"
-LOADERS = {"tokenizer": BiotokTokenizer, "foundation": BiotokFoundation}
+LOADERS = {"tokenizer": BiotokTokenizer, "foundation": BiotokFoundation, "ctc": EmgCTCModel}
 
 
 def card(name: str) -> dict:
@@ -31,13 +33,18 @@ def measured(real, real_work) -> dict:
 def test_every_shipped_model_loads_offline_and_its_card_shows_its_metrics(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     folders = sorted(p for p in MODELS.iterdir() if p.is_dir())
-    assert [p.name for p in folders] == ["foundation-small", "tokenizer-small", "tokenizer-small-v1"]
+    assert [p.name for p in folders] == [
+        "ctc-128x2-synthetic",
+        "foundation-small",
+        "tokenizer-small",
+        "tokenizer-small-v1",
+    ]
     for folder in folders:
         for name in ("config.json", "model.safetensors", "README.md", METRICS_FILE):
             assert (folder / name).is_file(), f"{folder.name} lacks {name}"
         saved = card(folder.name)
         model = LOADERS[saved["kind"]].from_pretrained(str(folder))
-        assert sum(p.numel() for p in model.parameters()) > 1_000_000
+        assert sum(p.numel() for p in model.parameters()) > 500_000
         # the card's table is the metrics file, rendered: the two cannot drift apart
         assert card_block(saved["kind"], saved["metrics"]) in (folder / "README.md").read_text()
     # the foundation model reads the first tokenizer's codes
@@ -85,3 +92,32 @@ def test_foundation_card_is_reproduced_on_held_out_real_recordings(measured):
         assert (
             have["masked_loss"] < have["unigram_loss"] and have["masked_accuracy"] > have["unigram_accuracy"]
         )
+
+
+def test_ctc_card_is_reproduced_on_the_held_out_synthetic_user(tmp_path):
+    """The shipped CTC model decodes its held-out user's whole sessions (regenerated: the synthetic
+    sessions are a pure function of user and session) at the greedy CER its card states."""
+    from data_prep.emg2qwerty import write_session
+    from data_prep.synthetic import make_emg_session
+    from finetune.cer import EditCounts, edit_counts
+    from finetune.decoding import greedy_decode
+    from finetune.emg_data import load_session
+
+    name = "ctc-128x2-synthetic"
+    want = card(name)["metrics"]
+    model = EmgCTCModel.from_pretrained(str(MODELS / name)).eval()
+    total = EditCounts()
+    for name, seconds in zip(want["session_names"], want["session_seconds"]):
+        user, index = (int(part) for part in name.split("-")[1:])  # synthetic-<user>-<session>
+        path = tmp_path / f"{name}.hdf5"
+        write_session(path, make_emg_session(user, index, duration_s=seconds))
+        session = load_session(path)
+        with torch.no_grad():
+            emissions = model.session_log_probs(torch.from_numpy(session.signal))
+        total = total + edit_counts(
+            session.labels(0, session.signal.shape[1]).tolist(), greedy_decode(emissions)
+        )
+    assert total.target_length == want["target_keys"]
+    assert total.cer == pytest.approx(want["cer_greedy"], abs=0.01)
+    # what the card claims: the model decodes (an untrained one emits nothing or noise, ~100% CER)
+    assert total.cer < 20.0
