@@ -384,3 +384,13 @@ def test_table_plan_adds_dependencies_and_puts_them_first():
     # no foundation folder: no such row to ask for
     with pytest.raises(ConfigError, match="foundation-backed@0"):
         _plan(TableArgs(seeds="", runs="foundation-backed@0"), _runs(TableArgs()))
+
+
+def test_shipping_an_unfinished_ctc_run_is_refused_naming_what_is_missing(tmp_path):
+    from data_prep.errors import BiosignalError
+    from finetune.ctc_card import CTCCardArgs, ship
+
+    (tmp_path / "run").mkdir()
+    with pytest.raises(BiosignalError, match="results.json"):
+        ship(CTCCardArgs(run=str(tmp_path / "run"), out=str(tmp_path / "model"), data="synthetic"))
+    assert not (tmp_path / "model").exists()
