@@ -11,6 +11,7 @@ Runs (each `accelerate launch --config_file foundation/accelerate/{ddp,fsdp}.yam
                    the backward)
   fsdp_keep_2gpu_b{B}  the same with --fsdp_reshard_after_forward false (parameters kept gathered
                    from the forward to the backward, as ZeRO-2 / SHARD_GRAD_OP)
+  fsdp_fused_2gpu_b{B} FSDP with a fused AdamW (--fused_optimizer): no per-parameter DTensor dispatch
   1gpu_b{2B}       1 GPU, batch 2B                 loss curve at global batch 2B
   ddp_2gpu_resumed stopped at steps/2, then resumed to the end: its losses against ddp_2gpu_b{B}
 Writes OUT/scaling.json (tokens/s per GPU, efficiencies, losses, resume differences), OUT/scaling.png
@@ -116,6 +117,7 @@ def main() -> None:
         f"ddp_2gpu_b{b}": (ddp, 2, b, ()),
         f"fsdp_2gpu_b{b}": (fsdp, 2, b, ()),
         f"fsdp_keep_2gpu_b{b}": (fsdp, 2, b, keep),
+        f"fsdp_fused_2gpu_b{b}": (fsdp, 2, b, ()),  # with --fused_optimizer (see launch)
         f"1gpu_b{2 * b}": (ddp, 1, 2 * b, ()),
     }
     if args.only:
@@ -124,7 +126,8 @@ def main() -> None:
     for name, (config, n_gpus, batch, flags) in list(plan.items()):
         shutil.rmtree(runs / name, ignore_errors=True)
         try:
-            wall[name] = launch(config, n_gpus, args.tokens, runs / name, args, batch, flags)
+            extra = {"fused_optimizer": "true"} if "fused" in name else {}
+            wall[name] = launch(config, n_gpus, args.tokens, runs / name, args, batch, flags, **extra)
         except subprocess.CalledProcessError as err:  # recorded; the other runs still measure
             failed[name] = f"exit status {err.returncode}"
             if not (runs / name / "log.jsonl").exists():
@@ -152,7 +155,7 @@ def main() -> None:
         "tokens_per_s_per_gpu": {name: rate[name] / plan[name][1] for name in plan},
         "scaling_efficiency": {
             kind: rate[f"{kind}_2gpu_b{b}"] / (2 * one)
-            for kind in ("ddp", "fsdp", "fsdp_keep")
+            for kind in ("ddp", "fsdp", "fsdp_keep", "fsdp_fused")
             if f"{kind}_2gpu_b{b}" in rate
         },
         "failed": failed,

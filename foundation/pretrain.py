@@ -96,6 +96,13 @@ class PretrainArgs:
     mixed_precision: str = field(default="no", metadata={"help": "no | bf16 | fp16"})
     report_to: str = field(default="", metadata={"help": "extra Accelerate trackers, e.g. tensorboard"})
     seed: int = 0
+    fused_optimizer: bool = field(
+        default=False,
+        metadata={
+            "help": "AdamW as one fused kernel per step (under FSDP2 it skips a DTensor dispatch per "
+            "parameter and op on the host: docs/BENCHMARKS.md)"
+        },
+    )
     deterministic: bool = field(
         default=False,
         metadata={"help": "deterministic GPU kernels: bit-identical reruns and resumes, slower"},
@@ -338,6 +345,7 @@ def _pretrain(args: PretrainArgs) -> Path:
         weight_decay_groups(model, args.weight_decay),
         lr=args.lr,
         betas=(0.9, 0.98),
+        fused=args.fused_optimizer or None,
     )
     # not prepared: a prepared scheduler would step once per process
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(args.warmup_steps, args.steps))

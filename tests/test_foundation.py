@@ -212,9 +212,11 @@ def test_named_subjects_are_held_out_of_pretraining(token_root, tmp_path):
     )
 
 
-def test_resume_continues_the_same_loss_curve(token_root, tmp_path):
+@pytest.mark.parametrize("fused_optimizer", [False, True])
+def test_resume_continues_the_same_loss_curve(token_root, tmp_path, fused_optimizer):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    common = dict(steps=12, eval_every=100, log_every=1, grad_accum=2)  # one loss per step
+    # one loss per step
+    common = dict(steps=12, eval_every=100, log_every=1, grad_accum=2, fused_optimizer=fused_optimizer)
     pretrain(_args(token_root, straight, save_every=100, **common))
     pretrain(_args(token_root, resumed, save_every=6, stop_at=6, **common))
     assert not (resumed / "final").exists()
