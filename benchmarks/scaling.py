@@ -112,21 +112,22 @@ def main() -> None:
     ddp, fsdp = "foundation/accelerate/ddp.yaml", "foundation/accelerate/fsdp.yaml"
     b = args.batch
     keep = ("--fsdp_reshard_after_forward", "false")
+    fused = {"fused_optimizer": "true"}
+    # name: (config, GPUs, per-GPU batch, `accelerate launch` flags, extra `biotok pretrain` arguments)
     plan = {
-        f"1gpu_b{b}": (ddp, 1, b, ()),
-        f"ddp_2gpu_b{b}": (ddp, 2, b, ()),
-        f"fsdp_2gpu_b{b}": (fsdp, 2, b, ()),
-        f"fsdp_keep_2gpu_b{b}": (fsdp, 2, b, keep),
-        f"fsdp_fused_2gpu_b{b}": (fsdp, 2, b, ()),  # with --fused_optimizer (see launch)
-        f"1gpu_b{2 * b}": (ddp, 1, 2 * b, ()),
+        f"1gpu_b{b}": (ddp, 1, b, (), {}),
+        f"ddp_2gpu_b{b}": (ddp, 2, b, (), {}),
+        f"fsdp_2gpu_b{b}": (fsdp, 2, b, (), {}),
+        f"fsdp_keep_2gpu_b{b}": (fsdp, 2, b, keep, {}),
+        f"fsdp_fused_2gpu_b{b}": (fsdp, 2, b, (), fused),
+        f"1gpu_b{2 * b}": (ddp, 1, 2 * b, (), {}),
     }
     if args.only:
         plan = {name: run for name, run in plan.items() if name in args.only.split(",")}
     wall, failed = {}, {}
-    for name, (config, n_gpus, batch, flags) in list(plan.items()):
+    for name, (config, n_gpus, batch, flags, extra) in list(plan.items()):
         shutil.rmtree(runs / name, ignore_errors=True)
         try:
-            extra = {"fused_optimizer": "true"} if "fused" in name else {}
             wall[name] = launch(config, n_gpus, args.tokens, runs / name, args, batch, flags, **extra)
         except subprocess.CalledProcessError as err:  # recorded; the other runs still measure
             failed[name] = f"exit status {err.returncode}"
@@ -154,9 +155,9 @@ def main() -> None:
         "tokens_per_s": rate,
         "tokens_per_s_per_gpu": {name: rate[name] / plan[name][1] for name in plan},
         "scaling_efficiency": {
-            kind: rate[f"{kind}_2gpu_b{b}"] / (2 * one)
-            for kind in ("ddp", "fsdp", "fsdp_keep", "fsdp_fused")
-            if f"{kind}_2gpu_b{b}" in rate
+            name.removesuffix(f"_2gpu_b{b}"): value / (2 * one)
+            for name, value in rate.items()
+            if name.endswith(f"_2gpu_b{b}")
         },
         "failed": failed,
         "wall_s": wall,

@@ -187,13 +187,14 @@ def run(args: RunArgs) -> dict:
     if args.emg2qwerty != "none":
         with _stage("6/6 fine-tune: emg2qwerty CTC", timings):
             ctc_out = out / "emg2qwerty"
+            start = ctc_start(args.ctc_init)  # a model that has left CTC's plateau: fine-tune gently
             ctc = (
                 json.loads((ctc_out / "results.json").read_text())
                 if (ctc_out / "results.json").exists()
                 else finetune(
                     CTCTrainArgs(
                         data=args.emg2qwerty or str(data / "emg2qwerty"), model="tiny", out=str(ctc_out),
-                        init_from=ctc_start(args.ctc_init), lr=3e-4 if ctc_start(args.ctc_init) else 1e-3,
+                        init_from=start, lr=3e-4 if start else 1e-3,
                         steps=args.ctc_steps, batch_size=args.ctc_batch_size, warmup_steps=max(1, args.ctc_steps // 10),
                         eval_every=args.ctc_steps, save_every=args.ctc_steps, beam=8,
                         mixed_precision=args.mixed_precision, progress=args.progress,
