@@ -58,10 +58,15 @@ def full_state_dicts(model: torch.nn.Module, optimizer=None) -> tuple[dict, dict
     it on every rank) onto the CPU of rank 0, and the optimizer state keyed by parameter name is put
     back in `torch.optim`'s order, so a checkpoint loads into an unsharded model and optimizer before
     `accelerator.prepare` shards them again. Other ranks get empty dicts."""
-    from torch.distributed.tensor import DTensor
+    from torch.distributed.fsdp import FSDPModule
 
-    if not any(isinstance(p, DTensor) for p in model.parameters()):
+    sharded = [module for module in model.modules() if isinstance(module, FSDPModule)]
+    if not sharded:
         return model.state_dict(), optimizer.state_dict() if optimizer is not None else None
+    # With reshard_after_forward=False a forward without backward (validation) leaves the parameters
+    # gathered as plain tensors whose storage FSDP frees later: shard them again before reading.
+    for module in sharded:
+        module.reshard()
     from torch.distributed.checkpoint.state_dict import (
         StateDictOptions,
         get_model_state_dict,

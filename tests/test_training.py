@@ -119,6 +119,8 @@ for step in range(3):  # the same batch on both ranks: FSDP's averaged gradient 
         model(batch).pow(2).mean().backward()
         optimizer.step()
         optimizer.zero_grad()
+with torch.no_grad():  # validation: with keep, FSDP leaves the parameters gathered after it
+    sharded(batch)
 weights, optimizer_state = full_state_dicts(sharded, sharded_opt)
 if rank == 0:
     path = save_checkpoint(folder, weights, optimizer_state, sharded_sched, 3, {})
@@ -131,6 +133,9 @@ if rank == 0:
         assert torch.allclose(got["exp_avg_sq"], state["exp_avg_sq"], atol=1e-8), i
         assert float(got["step"]) == float(state["step"]) == 3.0
     print("FSDP checkpoint OK")
+# leave together, the model freed first: a rank tearing Gloo down while its peer still works aborts
+dist.barrier()
+del sharded, sharded_opt, sharded_sched
 dist.destroy_process_group()
 """
 
