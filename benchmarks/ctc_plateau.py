@@ -38,6 +38,18 @@ VARIANTS = {
     "tds_fp32": ["--model", "tds", "--mixed_precision", "no"],
     "tds_lr3e-4": ["--model", "tds", "--lr", "3e-4"],
     "tiny_rvq2_qk_norm": ["--model", "tiny", "--rvq_levels", "2", "--overrides", '{"qk_norm": true}'],
+    # the TDS-ConvNet's own cause (2026-11-30): "tds" now normalises each spectrogram bin and starts
+    # the head on the blank; these undo one change or both (the runs recorded before are "tds_as_emg2qwerty")
+    "tds_electrode_norm": ["--model", "tds", "--overrides", '{"spec_norm": "electrode"}'],
+    "tds_no_blank_init": ["--model", "tds", "--overrides", '{"blank_init_prob": null}'],
+    "tds_as_emg2qwerty": [
+        "--model",
+        "tds",
+        "--overrides",
+        '{"spec_norm": "electrode", "blank_init_prob": null}',
+    ],
+    "tiny_no_blank_init": ["--model", "tiny", "--overrides", '{"blank_init_prob": null}'],
+    "small_no_blank_init": ["--model", "small", "--lr", "5e-4", "--overrides", '{"blank_init_prob": null}'],
 }
 LEFT_PLATEAU = 1.0  # training loss per label below which a run has left the all-blank plateau (~3.4)
 

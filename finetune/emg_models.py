@@ -29,7 +29,7 @@ from transformers import PretrainedConfig, PreTrainedModel
 from core.blocks import KVCache, StaticKVCache, Transformer, init_weights
 from tokenizer.rvq import ResidualVQ
 
-from .charset import N_CLASSES
+from .charset import BLANK, N_CLASSES
 
 SIZES = {"tiny": (128, 10), "small": (256, 6), "large": (1024, 8)}
 WIDTHS, DEPTHS = (128, 256, 512, 1024), (2, 4, 6, 8, 10)
@@ -60,12 +60,18 @@ class EmgCTCConfig(PretrainedConfig):
         n_fft: int = 64,
         hop_length: int = 16,
         spec_augment: bool = True,
+        spec_norm: str = "frequency",
+        blank_init_prob: float | None = 0.5,
         tokenizer_config: dict | None = None,
         foundation_config: dict | None = None,
         frames_per_patch: int = 10,
         qk_norm: bool = False,
         **kwargs,
     ):
+        if spec_norm not in ("electrode", "frequency"):
+            raise ValueError(f"spec_norm must be electrode or frequency, got {spec_norm!r}")
+        if blank_init_prob is not None and not 0.0 < blank_init_prob < 1.0:
+            raise ValueError(f"blank_init_prob must lie in (0, 1) or be None, got {blank_init_prob}")
         if architecture not in ("transformer", "tds", "foundation"):
             raise ValueError(f"architecture must be transformer, tds or foundation, got {architecture!r}")
         if architecture == "transformer" and width % n_heads:
@@ -80,6 +86,11 @@ class EmgCTCConfig(PretrainedConfig):
         self.tds_mlp_features, self.tds_block_channels = tds_mlp_features, list(tds_block_channels)
         self.tds_kernel_width, self.n_fft, self.hop_length = tds_kernel_width, n_fft, hop_length
         self.spec_augment = spec_augment
+        # TDS input: "electrode" = emg2qwerty's SpectrogramNorm (one statistic per electrode over all
+        # bins and frames); "frequency" = one per electrode and bin (as speech features are normalised)
+        self.spec_norm = spec_norm
+        # the blank's probability on every frame at initialisation (its head bias); None: bias 0
+        self.blank_init_prob = blank_init_prob
         self.tokenizer_config, self.foundation_config = tokenizer_config, foundation_config
         self.frames_per_patch = frames_per_patch
         self.qk_norm = qk_norm  # LayerNorm of queries and keys (the paper's transformer has none)
@@ -358,6 +369,26 @@ def spec_augment(
     return out
 
 
+class SpectrogramNorm(nn.Module):
+    """Batch normalisation of a log spectrogram `(B, C, F, T)`: one statistic per electrode
+    ("electrode", emg2qwerty's), or per electrode and frequency bin ("frequency").
+
+    Per electrode, the static spectral profile (tens of dB between the low bins and the roll-off above
+    the band) holds most of the variance and a keystroke's few dB over time are a small part of the
+    input; per bin, every feature's variation over time has unit scale, as with speech features."""
+
+    def __init__(self, n_channels: int, n_freq: int, mode: str):
+        super().__init__()
+        self.mode = mode
+        self.norm = nn.BatchNorm2d(n_channels) if mode == "electrode" else nn.BatchNorm1d(n_channels * n_freq)
+
+    def forward(self, spec: torch.Tensor) -> torch.Tensor:
+        if self.mode == "electrode":
+            return self.norm(spec)
+        b, c, f, t = spec.shape
+        return self.norm(spec.reshape(b, c * f, t)).view(b, c, f, t)
+
+
 class TDSConvNet(nn.Module):
     def __init__(self, config: EmgCTCConfig):
         super().__init__()
@@ -365,7 +396,7 @@ class TDSConvNet(nn.Module):
         self.n_fft, self.hop, self.augment = c.n_fft, c.hop_length, c.spec_augment
         n_freq = c.n_fft // 2 + 1
         self.electrodes = c.n_channels // 2
-        self.spec_norm = nn.BatchNorm2d(c.n_channels)
+        self.spec_norm = SpectrogramNorm(c.n_channels, n_freq, c.spec_norm)
         self.wrist_mlps = nn.ModuleList(
             RotationInvariantMLP(self.electrodes * n_freq, c.tds_mlp_features) for _ in range(2)
         )
@@ -495,6 +526,12 @@ class EmgCTCModel(PreTrainedModel):
         self.backbone = backbone[config.architecture](config)
         self.head = nn.Linear(config.feature_dim, config.n_classes)
         self.post_init()
+        if config.blank_init_prob is not None:
+            # Start on the blank: from a near-uniform output CTC can fall into emitting labels on
+            # every frame with the blank almost never (a stationary point, 7 nats per label here)
+            p = config.blank_init_prob
+            with torch.no_grad():
+                self.head.bias[BLANK] = float(np.log(p / (1 - p) * (config.n_classes - 1)))
 
     def _init_weights(self, module: nn.Module) -> None:
         init_weights(module)

@@ -27,7 +27,7 @@ from finetune.charset import (
 from finetune.ctc import ctc_loss, distillation_loss, frames_needed
 from finetune.decoding import beam_search, greedy_decode
 from finetune.emg_data import PAD_LABEL, WindowSampler, load_split
-from finetune.emg_models import DEPTHS, WIDTHS, EmgCTCConfig, EmgCTCModel
+from finetune.emg_models import DEPTHS, WIDTHS, EmgCTCConfig, EmgCTCModel, SpectrogramNorm
 from finetune.lm import VISIBLE, CharNGramLM
 
 
@@ -184,12 +184,46 @@ def test_lm_resolves_an_ambiguous_character_and_backspace_restores_context():
 
 
 @pytest.mark.parametrize(
-    "name, expected", [("tiny", 2_217_699), ("small", 5_388_131), ("large", 109_411_939), ("tds", 5_293_315)]
+    "name, expected",
+    [("tiny", 2_217_699), ("small", 5_388_131), ("large", 109_411_939), ("tds", 5_293_315)],
 )
 def test_parameter_counts_equal_the_papers(name, expected):
+    # the TDS-ConvNet as emg2qwerty builds it: one spectrogram statistic per electrode
+    overrides = {"spec_norm": "electrode"} if name == "tds" else {}
     with torch.device("meta"):
-        model = EmgCTCModel(EmgCTCConfig.named(name))
+        model = EmgCTCModel(EmgCTCConfig.named(name, **overrides))
     assert sum(p.numel() for p in model.parameters()) == expected
+
+
+@pytest.mark.parametrize("name", ["128x2", "tds"])
+def test_the_ctc_head_starts_on_the_blank_and_a_saved_head_is_kept(name, tmp_path):
+    torch.manual_seed(0)
+    emg = torch.randn(2, 32, 4000)
+    for prob in (0.5, 0.9):
+        model = EmgCTCModel(EmgCTCConfig.named(name, dropout=0.0, blank_init_prob=prob)).eval()
+        blank = model(emg).log_probs[..., BLANK].detach().exp()
+        assert abs(float(blank.mean()) - prob) < 0.1
+    plain = EmgCTCModel(EmgCTCConfig.named(name, dropout=0.0, blank_init_prob=None)).eval()
+    assert float(plain(emg).log_probs[..., BLANK].detach().exp().mean()) < 0.05  # near 1 / 99
+    # loading keeps the trained bias: the init is for new models only
+    with torch.no_grad():
+        model.head.bias.normal_()
+    model.save_pretrained(tmp_path)
+    assert torch.equal(EmgCTCModel.from_pretrained(tmp_path).head.bias, model.head.bias)
+
+
+def test_the_frequency_spectrogram_norm_gives_every_bin_unit_variation_over_time():
+    """A static spectral profile (here 0 to -6 log10 units across bins) with a small variation over
+    time: per electrode it dominates the statistic and the variation stays small; per electrode and
+    bin every feature varies with unit scale over time."""
+    profile = torch.linspace(0.0, -6.0, 33)[None, None, :, None]
+    spec = profile + 0.3 * torch.randn(8, 32, 33, 200)
+    with torch.no_grad():
+        electrode = SpectrogramNorm(32, 33, "electrode").train()(spec)
+        frequency = SpectrogramNorm(32, 33, "frequency").train()(spec)
+    assert float(electrode.std(dim=-1).mean()) < 0.2
+    assert abs(float(frequency.std(dim=-1).mean()) - 1.0) < 0.05
+    assert float(frequency.mean(dim=(0, 3)).abs().max()) < 1e-4
 
 
 def test_every_width_and_depth_builds_and_runs():
