@@ -330,8 +330,9 @@ def finetune(args: CTCTrainArgs) -> dict:
     on_save = checkpoint_saver(accelerator, out, raw, optimizer, scheduler, sampler)
     stage = Stage(train_step, on_log, on_eval if val_batches else None, on_save)
     cadence = Cadence.from_args(args)
+    label = f"from {Path(args.init_from).name}" if args.init_from else args.model  # what is trained
     last = training_loop(
-        accelerator, optimizer, scheduler, trainable, start, cadence, stage, f"emg2qwerty {args.model}"
+        accelerator, optimizer, scheduler, trainable, start, cadence, stage, f"emg2qwerty {label}"
     )
     prefetch.shutdown(cancel_futures=True)
     if infeasible_total:
