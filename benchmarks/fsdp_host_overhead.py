@@ -49,4 +49,5 @@ if rank == 0:
     print(f"plain (whole model on one rank): clip {a['clip']:.1f} ms, AdamW step {a['step']:.1f} ms")
     print(f"FSDP2 (half per rank, DTensor):  clip {b['clip']:.1f} ms, AdamW step {b['step']:.1f} ms")
     print(f"FSDP2, fused AdamW:              clip {c['clip']:.1f} ms, AdamW step {c['step']:.1f} ms")
+dist.barrier()  # leave together: a rank tearing Gloo down while its peer still works can abort
 dist.destroy_process_group()
