@@ -50,10 +50,15 @@ def add_channel_positions(model: nn.Module, vocab: list[str], d_model: int) -> N
     model.position_embed = nn.Sequential(nn.Linear(4, d_model), nn.GELU(), nn.Linear(d_model, d_model))
 
 
-def channel_vectors(model: nn.Module, channel_ids: torch.Tensor) -> torch.Tensor:
+def channel_vectors(
+    model: nn.Module, channel_ids: torch.Tensor, name_keep: torch.Tensor | None = None
+) -> torch.Tensor:
     """`(B, C)` ids -> `(B, C, d)`: `model.channel_embed` per name, plus one from the channel's position
-    where `add_channel_positions` gave the model them."""
+    where `add_channel_positions` gave the model them. `name_keep` `(B, C)` bool: where False, the name's
+    vector is left out (name dropout in training; the position stays)."""
     vectors = model.channel_embed(channel_ids)
+    if name_keep is not None:
+        vectors = vectors * name_keep[..., None].to(vectors.dtype)
     if hasattr(model, "position_embed"):
         vectors = vectors + model.position_embed(model.channel_pos[channel_ids].to(vectors.dtype))
     return vectors

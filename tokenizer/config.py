@@ -22,7 +22,12 @@ DEFAULT_KERNELS = {
 # EEG at 8 levels against the same recipe without it). The __init__ defaults stay the first design's,
 # so configs saved before load as they were trained.
 FIDELITY = dict(
-    patch_embed="linear", objective="waveform", position_embed=True, phase_weight=1.0, decoder_skip=True
+    patch_embed="linear",
+    objective="waveform",
+    position_embed=True,
+    phase_weight=1.0,
+    decoder_skip=True,
+    channel_name_dropout=0.2,
 )
 
 SIZES = {
@@ -87,6 +92,7 @@ LATER_FIELDS = (
     "commitment",
     "latent_skip",
     "decoder_skip",
+    "channel_name_dropout",
 )
 
 
@@ -127,6 +133,10 @@ class TokenizerConfig(PretrainedConfig):
         commitment: str = "levels",  # ResidualVQ's: "levels" (the first design) or "output"
         latent_skip: bool = False,
         decoder_skip: bool = False,
+        # channel-name embeddings start at zero and each channel's is left out of a training forward
+        # with this probability, so a name the training data lacked (zero: never updated) is a state the
+        # model has learnt; 0 = the first design (random names, always used)
+        channel_name_dropout: float = 0.0,
         **kwargs,
     ):
         if modalities is None:
@@ -163,6 +173,9 @@ class TokenizerConfig(PretrainedConfig):
         self.log_amp_weight, self.position_embed = log_amp_weight, position_embed
         self.phase_weight, self.commitment = phase_weight, commitment
         self.latent_skip, self.decoder_skip = latent_skip, decoder_skip
+        if not 0.0 <= channel_name_dropout < 1.0:
+            raise ValueError(f"channel_name_dropout {channel_name_dropout}: expected a value in [0, 1)")
+        self.channel_name_dropout = channel_name_dropout
         super().__init__(**kwargs)
 
     @property

@@ -177,6 +177,9 @@ class BiotokTokenizer(PreTrainedModel):
 
     def _init_weights(self, module: nn.Module) -> None:
         init_weights(module)
+        if module is getattr(self, "channel_embed", None) and self.config.channel_name_dropout > 0:
+            # an untrained name must read as "name unknown" (zero), the state name dropout trains
+            nn.init.zeros_(module.weight)
 
     # ------------------------------------------------------------ channels
 
@@ -201,7 +204,11 @@ class BiotokTokenizer(PreTrainedModel):
             )
 
     def _embed(
-        self, patches: torch.Tensor, channel_ids: torch.Tensor, modality: str
+        self,
+        patches: torch.Tensor,
+        channel_ids: torch.Tensor,
+        modality: str,
+        name_keep: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Patch tokens for every scale `(S, B, C*P, d)` and the attention mask `(S*B, 1, 1, C*P)`."""
         b, c, p, length = patches.shape
@@ -212,7 +219,7 @@ class BiotokTokenizer(PreTrainedModel):
         tokens = tokens.view(-1, b, c, p, self.config.d_model)
         tokens = (
             tokens
-            + channel_vectors(self, channel_ids)[None, :, :, None]
+            + channel_vectors(self, channel_ids, name_keep)[None, :, :, None]
             + self.time_embed.weight[:p][None, None, None]
         )
         modality_id = self.modality_names.index(modality)
@@ -223,10 +230,14 @@ class BiotokTokenizer(PreTrainedModel):
         return tokens.reshape(-1, b, c * p, self.config.d_model), mask
 
     def _latents(
-        self, patches: torch.Tensor, channel_ids: torch.Tensor, modality: str
+        self,
+        patches: torch.Tensor,
+        channel_ids: torch.Tensor,
+        modality: str,
+        name_keep: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-scale code-space latents `(S, B, C*P, code_dim)` from one encoder pass over all scales."""
-        tokens, mask = self._embed(patches, channel_ids, modality)
+        tokens, mask = self._embed(patches, channel_ids, modality, name_keep)
         s, b, t, d = tokens.shape
         hidden = self.encoder(tokens.reshape(s * b, t, d), mask.repeat(s, 1, 1, 1)).view(s, b, t, d)
         latents = torch.stack([proj(hidden[i]) for i, proj in enumerate(self.to_code)])
@@ -236,7 +247,12 @@ class BiotokTokenizer(PreTrainedModel):
         return latents, mask
 
     def _decode_latents(
-        self, quantized: torch.Tensor, channel_ids: torch.Tensor, modality: str, shape: tuple
+        self,
+        quantized: torch.Tensor,
+        channel_ids: torch.Tensor,
+        modality: str,
+        shape: tuple,
+        name_keep: torch.Tensor | None = None,
     ) -> tuple:
         """Quantized `(S, B, C*P, code_dim)` -> amplitude (log1p), sin, cos, each `(B, C, P, L//2+1)`."""
         s, b, t, _ = quantized.shape
@@ -245,7 +261,7 @@ class BiotokTokenizer(PreTrainedModel):
         x = self.from_code(codes)
         x = (
             x
-            + channel_vectors(self, channel_ids).repeat_interleave(p, dim=1)
+            + channel_vectors(self, channel_ids, name_keep).repeat_interleave(p, dim=1)
             + self.time_embed.weight[:p].repeat(c, 1)[None]
         )
         mask = (channel_ids > 0).repeat_interleave(p, dim=1)[:, None, None, :]
@@ -277,7 +293,10 @@ class BiotokTokenizer(PreTrainedModel):
         """patches `(B, C, P, L)` scaled signal; channel_ids `(B, C)` (0 = padding channel)."""
         self._check_modality(modality)
         cfg = self.config
-        latents, mask = self._latents(patches, channel_ids, modality)
+        name_keep = None
+        if self.training and cfg.channel_name_dropout > 0:
+            name_keep = torch.rand(channel_ids.shape, device=channel_ids.device) >= cfg.channel_name_dropout
+        latents, mask = self._latents(patches, channel_ids, modality, name_keep)
         s, b, t, dim = latents.shape
         weights = mask.reshape(b, t).float().reshape(-1)
         quantized, codes, counts, expired = [], [], [], []
@@ -290,7 +309,7 @@ class BiotokTokenizer(PreTrainedModel):
             expired.append(out.expired)
             commit = commit + out.commit_loss
         quantized = torch.stack(quantized).to(latents.dtype)
-        log_amp, sin, cos = self._decode_latents(quantized, channel_ids, modality, patches.shape)
+        log_amp, sin, cos = self._decode_latents(quantized, channel_ids, modality, patches.shape, name_keep)
         spectrum = torch.fft.rfft(patches.float(), dim=-1)
         target_amp, target_phase = torch.log1p(spectrum.abs()), spectrum.angle()
         valid = (channel_ids > 0)[:, :, None, None].float()
