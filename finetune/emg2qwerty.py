@@ -101,6 +101,18 @@ class CTCTrainArgs:
     insertion_bonus: float = field(
         default=0.5, metadata={"help": "score added per emitted character in beam search"}
     )
+    lm_tune: bool = field(
+        default=True,
+        metadata={
+            "help": "choose the LM weight and insertion bonus on the validation sessions (whole-session "
+            "beam + LM CER over --lm_weights x --insertion_bonuses) before testing; false: use "
+            "--lm_weight and --insertion_bonus as given"
+        },
+    )
+    lm_weights: str = field(default="0.25,0.5,1.0", metadata={"help": "LM weights tried by --lm_tune"})
+    insertion_bonuses: str = field(
+        default="0,0.5,1.0,1.5", metadata={"help": "insertion bonuses tried by --lm_tune"}
+    )
     beam: int = 50
     augment: bool = field(
         default=True,
@@ -207,15 +219,48 @@ def window_cer(model: EmgCTCModel, batches: list[dict], device, skip: int = 0) -
 
 
 @torch.no_grad()
-def test_sessions(
-    model: EmgCTCModel, sessions: list[LabelledSession], lm: CharNGramLM | None, args: CTCTrainArgs, device
-) -> dict:
-    """Whole-session decoding at batch 1: CER (greedy, beam, beam + LM) summed over sessions."""
+def session_emissions(model: EmgCTCModel, sessions: list[LabelledSession], device) -> list[torch.Tensor]:
+    """Whole-session log-probabilities `(frames, classes)` at batch 1, on the CPU."""
     model.eval()
+    emissions = [model.session_log_probs(torch.from_numpy(s.signal).to(device)).cpu() for s in sessions]
+    model.train()
+    return emissions
+
+
+def tune_lm(
+    emissions: list[torch.Tensor], sessions: list[LabelledSession], lm: CharNGramLM, args: CTCTrainArgs
+) -> dict:
+    """The LM weight and insertion bonus with the lowest beam + LM CER over whole validation sessions.
+    Frame rates and confidence differ between models (a 125 Hz TDS-ConvNet deletes keys under settings
+    chosen for a 100 Hz transformer), so each trained model gets its own."""
+    targets = [s.labels(0, s.signal.shape[1]).tolist() for s in sessions]
+    grid = []
+    for weight in map(float, args.lm_weights.split(",")):
+        for bonus in map(float, args.insertion_bonuses.split(",")):
+            total = EditCounts()
+            for target, emission in zip(targets, emissions):
+                total = total + edit_counts(target, beam_search(emission, lm, args.beam, weight, bonus))
+            grid.append({"lm_weight": weight, "insertion_bonus": bonus, "val_cer_beam_lm": total.cer})
+    best = min(grid, key=lambda row: row["val_cer_beam_lm"])
+    return {**best, "grid": grid}
+
+
+def test_sessions(
+    model: EmgCTCModel,
+    sessions: list[LabelledSession],
+    lm: CharNGramLM | None,
+    args: CTCTrainArgs,
+    device,
+    lm_weight: float | None = None,
+    insertion_bonus: float | None = None,
+) -> dict:
+    """Whole-session decoding at batch 1: CER (greedy, beam, beam + LM) summed over sessions; the LM's
+    weight and bonus are `args`' unless given (e.g. tuned on validation)."""
+    lm_weight = args.lm_weight if lm_weight is None else lm_weight
+    insertion_bonus = args.insertion_bonus if insertion_bonus is None else insertion_bonus
     totals = {"greedy": EditCounts(), "beam": EditCounts(), "beam_lm": EditCounts()}
     per_session = []
-    for session in sessions:
-        emissions = model.session_log_probs(torch.from_numpy(session.signal).to(device)).cpu()
+    for session, emissions in zip(sessions, session_emissions(model, sessions, device)):
         target = session.labels(0, session.signal.shape[1]).tolist()
         row = {"session": session.name, "user": session.user, "target_length": len(target)}
         decoders = {
@@ -223,17 +268,16 @@ def test_sessions(
             "beam": lambda e: beam_search(e, None, args.beam, insertion_bonus=0.0),
         }
         if lm is not None:
-            decoders["beam_lm"] = lambda e: beam_search(
-                e, lm, args.beam, args.lm_weight, args.insertion_bonus
-            )
+            decoders["beam_lm"] = lambda e: beam_search(e, lm, args.beam, lm_weight, insertion_bonus)
         for name, decode in decoders.items():
             counts = edit_counts(target, decode(emissions))
             totals[name] = totals[name] + counts
             row[name] = asdict(counts) | {"cer": counts.cer}
         per_session.append(row)
-    model.train()
     return {
         **{f"cer_{k}": v.cer for k, v in totals.items() if v.target_length},
+        "lm_weight": lm_weight,
+        "insertion_bonus": insertion_bonus,
         "sessions": per_session,
     }
 
@@ -354,8 +398,17 @@ def finetune(args: CTCTrainArgs) -> dict:
         return results
     if val_batches:
         results["val_cer_windows"] = window_cer(raw, val_batches, accelerator.device, skip)
+    tuned = {}
+    if lm is not None and args.lm_tune and parts["val"]:
+        val_emissions = session_emissions(raw, parts["val"], accelerator.device)
+        results["lm_tuning"] = tune_lm(val_emissions, parts["val"], lm, args)
+        tuned = {k: results["lm_tuning"][k] for k in ("lm_weight", "insertion_bonus")}
+        accelerator.print(
+            f"LM tuned on {len(parts['val'])} validation sessions: weight {tuned['lm_weight']}, insertion "
+            f"bonus {tuned['insertion_bonus']} (CER {results['lm_tuning']['val_cer_beam_lm']:.1f}%)"
+        )
     if parts["test"]:
-        results["test"] = test_sessions(raw, parts["test"], lm, args, accelerator.device)
+        results["test"] = test_sessions(raw, parts["test"], lm, args, accelerator.device, **tuned)
         summary = ", ".join(f"{k} {v:.1f}%" for k, v in results["test"].items() if k.startswith("cer"))
         accelerator.print(f"test CER (whole sessions): {summary}")
     if accelerator.is_main_process:

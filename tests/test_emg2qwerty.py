@@ -180,6 +180,31 @@ def test_lm_resolves_an_ambiguous_character_and_backspace_restores_context():
     assert context == (t, h)
 
 
+def test_lm_tuning_picks_the_weight_that_decodes_validation_best():
+    from finetune.emg2qwerty import CTCTrainArgs, tune_lm
+
+    lm = CharNGramLM(4).fit(["the the the then there"] * 5)
+    t, h, e, x = (key_to_label(c) for c in "thex")
+    ambiguous = _emissions([t, BLANK, h, BLANK, e, BLANK])  # acoustically "thx", meant "the"
+    ambiguous[4] = torch.full((N_CLASSES,), math.log(0.02 / 97))
+    ambiguous[4, e], ambiguous[4, x] = math.log(0.47), math.log(0.51)
+    clear = _emissions([t, BLANK, h, BLANK, x, BLANK], peak=0.95)  # clearly "thx", which the LM dislikes
+
+    class Session:  # tune_lm reads a session's labels over its whole signal
+        def __init__(self, text: str):
+            self.signal, self.target = np.zeros((1, 6)), np.array([key_to_label(c) for c in text])
+
+        def labels(self, start: int, stop: int) -> np.ndarray:
+            return self.target
+
+    args = CTCTrainArgs(beam=8, lm_weights="0,0.25,8", insertion_bonuses="0")
+    tuned = tune_lm([ambiguous, clear], [Session("the"), Session("thx")], lm, args)
+    cer_by_weight = {row["lm_weight"]: row["val_cer_beam_lm"] for row in tuned["grid"]}
+    # no LM misreads the ambiguous key, an overweighted LM overrules the clear one; only 0.25 gets both
+    assert cer_by_weight[0.0] > 0 and cer_by_weight[8.0] > 0 and cer_by_weight[0.25] == 0
+    assert (tuned["lm_weight"], tuned["insertion_bonus"], tuned["val_cer_beam_lm"]) == (0.25, 0.0, 0.0)
+
+
 # ---------------------------------------------------------------- models
 
 
@@ -338,6 +363,8 @@ def _train(emg_data, out, **overrides):
         save_every=4,
         beam=4,
         lm_order=3,
+        lm_weights="0.5",  # LM tuning runs, over two settings only (time)
+        insertion_bonuses="0,0.5",
         out=str(out),
         progress=False,
     )
@@ -355,6 +382,7 @@ def _losses(run) -> list[float]:
 def test_training_resumes_the_same_loss_curve_and_reloads(emg_data, tmp_path):
     whole = _train(emg_data, tmp_path / "whole")
     assert {"cer_greedy", "cer_beam", "cer_beam_lm"} <= set(whole["test"])
+    assert len(whole["lm_tuning"]["grid"]) == 2 and whole["test"]["lm_weight"] == 0.5
     _train(emg_data, tmp_path / "split", stop_at=4)
     _train(emg_data, tmp_path / "split")
     assert _losses(tmp_path / "split") == pytest.approx(_losses(tmp_path / "whole"), rel=1e-5)
