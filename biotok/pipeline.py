@@ -3,8 +3,9 @@
 biotok run --out biotok_out                  # the embedded synthetic data, CPU, a few minutes
 biotok run --out runs/real --sources shared_real --data ../shared/data/real --task eegbci_eyes \
     --tokenizer_steps 3000 --pretrain_steps 3000 --size small --mixed_precision bf16   # real data, GPU
-biotok run --tokenizer pretrained_models/tokenizer-small-v1 \
-    --foundation pretrained_models/foundation-small   # the shipped models, measured, not trained
+biotok run --sources shared_real --data ../shared/data/real --task eegbci_eyes --emg2qwerty none \
+    --tokenizer pretrained_models/tokenizer-small --foundation pretrained_models/foundation-small
+    # the shipped models on data whose channels they know, measured, not trained
 
 prepare (synthetic EEG, emg2qwerty-format EMG, ECG) -> train the tokenizer -> tokenize -> pretrain the
 foundation model -> fine-tune (EEG classification, emg2qwerty CTC) -> summary. Every stage writes

@@ -53,7 +53,7 @@ class TableArgs:
     tokenizer: str = field(
         default="pretrained_models/tokenizer-small-v1",
         metadata={
-            "help": "the foundation's tokenizer folder (foundation-backed row; foundation-small reads v1)"
+            "help": "the foundation's tokenizer folder (foundation-backed row; v1 knows the wristband electrodes)"
         },
     )
     rows: str = field(default="", metadata={"help": "only these rows (comma-separated names)"})

@@ -2,9 +2,9 @@
 model folder's `card_metrics.json` and into its card (README.md, between two markers), and measured
 again by the tests, which must reproduce them.
 
-    python -m foundation.card --real ../shared/data/real --tokenizer pretrained_models/tokenizer-small-v1 \
+    python -m foundation.card --real ../shared/data/real --tokenizer pretrained_models/tokenizer-small \
         --foundation pretrained_models/foundation-small
-    python -m foundation.card --real ../shared/data/real --tokenizer pretrained_models/tokenizer-small --foundation ""
+    python -m foundation.card --real ../shared/data/real --tokenizer pretrained_models/tokenizer-small-v1 --foundation ""
 
 Held out = the subjects that the model's own training run held out (its `holdout_subjects`, else the
 subject hash split with the run's `holdout_fraction`), in the real corpora (`biotok prepare --sources
@@ -171,13 +171,33 @@ def measure(
     }
     if foundation_dir is not None:
         model = BiotokFoundation.from_pretrained(str(foundation_dir)).eval()
+        fraction, named = holdout_fraction(foundation_dir), holdout_subjects(foundation_dir)
+        folder = Path(work) / f"card_tokens_{model.config.tokenizer_hash}"
         for corpus in corpora.values():
-            tokenize_corpus(tokenizer, corpus, Path(work) / "tokens", progress=False)
-        tokens = load_token_corpora([Path(work) / "tokens"], expect_hash=model.config.tokenizer_hash)
-        cards["foundation"] = foundation_metrics(
-            model, tokens, holdout_fraction(foundation_dir), held_subjects=holdout_subjects(foundation_dir)
-        )
+            windows = card_windows(corpus, fraction, named)
+            tokenize_corpus(tokenizer, corpus, folder, progress=False, windows=windows)
+        tokens = load_token_corpora([folder], expect_hash=model.config.tokenizer_hash)
+        cards["foundation"] = foundation_metrics(model, tokens, fraction, held_subjects=named)
     return cards
+
+
+# training windows per corpus (strided, and every training subject's first) behind the card's unigram
+# baseline: tokenizing every training window with a width-256 tokenizer took 3.5 of the test suite's 10
+# CPU minutes, for code frequencies that a few thousand patches per corpus already give
+UNIGRAM_WINDOWS = 32
+
+
+def card_windows(corpus: Corpus, fraction: float, named: dict[str, list[str]]) -> list[int]:
+    """The windows the foundation card reads: every held-out window, and a strided sample of the
+    training windows (at least one per training subject, so that the subject split is unchanged)."""
+    _, held = corpus.split(fraction, named)
+    held_subjects = set(held.column("subject"))
+    subjects = corpus.column("subject")
+    held_rows = [i for i, s in enumerate(subjects) if s in held_subjects]
+    train_rows = [i for i, s in enumerate(subjects) if s not in held_subjects]
+    first_of_each = {s: i for i, s in reversed(list(enumerate(subjects))) if s not in held_subjects}
+    sample = train_rows[:: max(1, len(train_rows) // UNIGRAM_WINDOWS)]
+    return sorted(set(held_rows) | set(sample) | set(first_of_each.values()))
 
 
 def render_tokenizer(metrics: dict[str, dict]) -> str:
@@ -260,7 +280,7 @@ class CardArgs:
 
     real: str = field(metadata={"help": "folder of the shared real recordings (shared/data/real)"})
     tokenizer: str = field(
-        default="pretrained_models/tokenizer-small-v1",
+        default="pretrained_models/tokenizer-small",
         metadata={"help": "the tokenizer folder whose card to write"},
     )
     foundation: str = field(

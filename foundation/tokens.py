@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,10 +118,16 @@ def collate_tokens(items: list[dict], corpus: str = "") -> dict:
 
 @torch.no_grad()
 def tokenize_corpus(
-    tokenizer, corpus: Corpus, out: str | Path, batch_size: int = 64, progress: bool = True
+    tokenizer,
+    corpus: Corpus,
+    out: str | Path,
+    batch_size: int = 64,
+    progress: bool = True,
+    windows: Sequence[int] | None = None,
 ) -> tuple[Path, int, int]:
-    """Write the codes of every window of `corpus` to `out/<corpus name>`; returns (folder, shards
-    written, shards reused). A shard is reused when its source shard and the tokenizer are unchanged."""
+    """Write the codes of every window of `corpus` (or of the `windows` indices only; each keeps its
+    `window_index`) to `out/<corpus name>`; returns (folder, shards written, shards reused). A shard is
+    reused when its source shard, the tokenizer and the windows chosen from it are unchanged."""
     from datasets.arrow_writer import ArrowWriter
     from tqdm.auto import tqdm
 
@@ -146,12 +153,20 @@ def tokenize_corpus(
     feats = token_features(cfg.codebook_size)
     shards, written, reused, offset = [], 0, 0, 0
     patch_len = corpus.preset.patch_len
-    bar = tqdm(total=len(corpus), desc=f"tokenize {corpus.name}", unit="window", disable=not progress)
+    wanted = None if windows is None else set(windows)
+    total = len(corpus) if wanted is None else len(wanted)
+    bar = tqdm(total=total, desc=f"tokenize {corpus.name}", unit="window", disable=not progress)
     for index, source in enumerate(corpus.info["shards"]):
-        digest = hashlib.sha256(f"{source['file']}:{tokenizer_hash}".encode()).hexdigest()[:12]
-        shard = folder / f"shard-{index:05d}-{digest}.arrow"
         rows = range(offset, offset + source["n_windows"])
         offset += source["n_windows"]
+        key_text = f"{source['file']}:{tokenizer_hash}"
+        if wanted is not None:
+            rows = [i for i in rows if i in wanted]
+            if not rows:
+                continue
+            key_text += ":" + ",".join(map(str, rows))
+        digest = hashlib.sha256(key_text.encode()).hexdigest()[:12]
+        shard = folder / f"shard-{index:05d}-{digest}.arrow"
         if shard.exists():
             shards.append({"file": shard.name, "n_windows": len(rows), "source": source["file"]})
             reused += 1
@@ -159,8 +174,9 @@ def tokenize_corpus(
             continue
         with atomic_path(shard) as tmp:
             writer = ArrowWriter(features=feats, path=str(tmp))
-            for start in range(rows.start, rows.stop, batch_size):
-                items = [corpus[i] for i in range(start, min(start + batch_size, rows.stop))]
+            for first in range(0, len(rows), batch_size):
+                chosen = rows[first : first + batch_size]
+                items = [corpus[i] for i in chosen]
                 batch = collate_windows(items)
                 b, c, t = batch["signal"].shape
                 patches = batch["signal"].view(b, c, t // patch_len, patch_len).to(tokenizer.device)
@@ -180,7 +196,7 @@ def tokenize_corpus(
                             "source": it["source"],
                             "label": it["label"],
                             "window_start": float(it["window_start"]),
-                            "window_index": start + i,
+                            "window_index": chosen[i],
                         }
                     )
                 bar.update(len(items))

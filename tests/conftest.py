@@ -42,9 +42,10 @@ def real() -> Path:
 
 @pytest.fixture(scope="session")
 def real_work(tmp_path_factory) -> Path:
-    """One folder where the real recordings are prepared (`corpora/`) and tokenized by the shipped
-    tokenizer-small-v1 (`tokens/`): the foundation tests and the model-card test reuse each other's
-    shards instead of making them twice (the suite's largest cost)."""
+    """One folder where the real recordings are prepared (`corpora/`): the foundation tests and the
+    model-card test reuse each other's shards instead of making them twice. Tokens go to folders of
+    their own (`tokens/`: tokenizer-small-v1's for the foundation tests; the card's sample of the
+    shipped tokenizer's in `card_tokens_<hash>/`)."""
     return tmp_path_factory.mktemp("real_work")
 
 

@@ -27,8 +27,9 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def token_root(tmp_path_factory, tokenizer, real, synthetic_root, real_work):
-    """Real EEGBCI + Myo and the synthetic EEG/EMG corpora, tokenized by the shipped tokenizer. The real
-    ones are made in the session's `real_work` (the model-card test reuses them) and linked here."""
+    """Real EEGBCI (every second window: v1's conv stems take 0.12 s a window on 2 cores) + Myo and the
+    synthetic EEG/EMG corpora, tokenized by tokenizer-small-v1. The real corpora are prepared in the
+    session's `real_work` (the model-card test reuses them) and linked here."""
     root = tmp_path_factory.mktemp("tokens")
     specs = {
         s.name: (s, real, real_work)
@@ -42,7 +43,9 @@ def token_root(tmp_path_factory, tokenizer, real, synthetic_root, real_work):
     }
     for name, (spec, data_root, work) in specs.items():
         report = prepare_corpus(spec, data_root, work / "corpora", progress=False)
-        tokenize_corpus(tokenizer, Corpus(report.path), work / "tokens", progress=False)
+        corpus = Corpus(report.path)
+        windows = range(0, len(corpus), 2) if name == "eegbci" else None
+        tokenize_corpus(tokenizer, corpus, work / "tokens", progress=False, windows=windows)
         if work != root:
             for kind in ("corpora", "tokens"):
                 (root / kind).mkdir(exist_ok=True)
@@ -67,6 +70,12 @@ def test_token_corpus_holds_the_tokenizers_codes(token_root, tokenizer):
     # a re-run reuses every shard
     _, written, reused = tokenize_corpus(tokenizer, corpus, token_root / "tokens", progress=False)
     assert written == 0 and reused == len(corpus.info["shards"])
+    # some windows only (the model card's sample): the same codes, each at its own window_index
+    last = len(corpus) - 1
+    tokenize_corpus(tokenizer, corpus, token_root / "some", progress=False, windows=[last, 0])
+    some = TokenCorpus(token_root / "some" / "myo")
+    assert len(some) == 2 and [some[j]["window_index"] for j in range(2)] == [0, last]
+    assert torch.equal(torch.from_numpy(some[1]["codes"]), torch.from_numpy(tokens[last]["codes"]))
     # codes of another tokenizer are refused with a clear error
     with pytest.raises(BiosignalError, match="re-run `biotok tokenize`"):
         TokenCorpus(token_root / "tokens" / "myo", expect_hash="0123456789abcdef")
@@ -199,13 +208,18 @@ def test_named_subjects_are_held_out_of_pretraining(token_root, tmp_path):
     with pytest.raises(ConfigError, match=r"holdout_subjects\.eegbci.*'999'"):
         split_corpora(corpora, 0.25, {"eegbci": ["999"]})
     out = tmp_path / "run"
+    held_out = f'{{"eegbci": ["{last}"]}}'
     pretrain(
-        _args(
-            token_root, out, steps=4, eval_every=4, save_every=4, holdout_subjects=f'{{"eegbci": ["{last}"]}}'
-        )
+        _args(token_root, out, steps=4, eval_every=4, save_every=4, holdout_subjects=held_out, profile="1:2")
     )
     final = [json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines()][-1]
     assert final["eegbci"]["n_masked"] > 0
+    # the profiled steps' ops, slowest first, and their trace
+    profile = (out / "profile" / "rank0.txt").read_text()
+    assert profile.startswith("2 profiled steps, rank 0") and "aten::" in profile
+    assert json.loads((out / "profile" / "rank0.trace.json").read_text())["traceEvents"]
+    with pytest.raises(ConfigError, match="profile"):
+        pretrain(_args(token_root, tmp_path / "bad", steps=4, profile="first:2"))
     assert (
         json.loads((out / "pretrain_args.json").read_text())["holdout_subjects"]
         == f'{{"eegbci": ["{last}"]}}'

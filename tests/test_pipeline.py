@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+import data_prep
 from biotok.pipeline import RunArgs, run
 from data_prep.errors import ConfigError
 
@@ -42,10 +43,18 @@ SHIPPED = Path(__file__).resolve().parents[1] / "pretrained_models"
 
 
 def test_main_job_with_the_shipped_models_measures_them_instead_of_training(synthetic_root, tmp_path):
+    import yaml
+
+    # the shipped tokenizer knows EEG sites, GRABMyo/Myo electrodes and ECG leads, not the synthetic
+    # wristband's: the synthetic EEG and ECG only
+    sources = yaml.safe_load((Path(data_prep.__file__).parent / "sources" / "synthetic.yaml").read_text())
+    del sources["corpora"]["emg_synthetic"]
+    (tmp_path / "sources.yaml").write_text(yaml.safe_dump(sources))
     out = tmp_path / "given"
     args = RunArgs(
-        out=str(out), data=str(synthetic_root), tokenizer=str(SHIPPED / "tokenizer-small-v1"),
-        foundation=str(SHIPPED / "foundation-small"), emg2qwerty="none", classify_epochs=1, progress=False,
+        out=str(out), data=str(synthetic_root), sources=str(tmp_path / "sources.yaml"),
+        tokenizer=str(SHIPPED / "tokenizer-small"), foundation=str(SHIPPED / "foundation-small"),
+        emg2qwerty="none", classify_epochs=1, progress=False,
     )  # fmt: skip
     summary = run(args)
     assert not (out / "tokenizer").exists() and not (out / "foundation").exists()  # nothing trained
@@ -70,7 +79,7 @@ def test_main_job_refuses_a_foundation_model_without_its_tokenizer(tmp_path):
         run(RunArgs(out=str(tmp_path), foundation=str(SHIPPED / "foundation-small")))
     other = tmp_path / "other-tokenizer"
     other.mkdir()
-    config = json.loads((SHIPPED / "tokenizer-small-v1" / "config.json").read_text())
+    config = json.loads((SHIPPED / "tokenizer-small" / "config.json").read_text())
     (other / "config.json").write_text(json.dumps({**config, "codebook_size": 512}))
     with pytest.raises(ConfigError, match="pretrained on codes of tokenizer"):
         run(RunArgs(out=str(tmp_path), tokenizer=str(other), foundation=str(SHIPPED / "foundation-small")))

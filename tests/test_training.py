@@ -90,7 +90,7 @@ def test_prefetcher_state_is_that_of_the_batches_taken():
 
 
 FSDP_SCRIPT = """
-import sys, torch, torch.distributed as dist
+import os, sys, torch, torch.distributed as dist
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 from core.training import full_state_dicts, load_checkpoint, save_checkpoint
@@ -133,10 +133,12 @@ if rank == 0:
         assert torch.allclose(got["exp_avg_sq"], state["exp_avg_sq"], atol=1e-8), i
         assert float(got["step"]) == float(state["step"]) == 3.0
     print("FSDP checkpoint OK")
-# leave together, the model freed first: a rank tearing Gloo down while its peer still works aborts
+# leave together, then exit at once: tearing Gloo down (destroy_process_group, or the interpreter's
+# own exit) aborted a rank now and then ("terminate called without an active exception") after the
+# checks had passed; what is tested here is the checkpoint, not the teardown
 dist.barrier()
-del sharded, sharded_opt, sharded_sched
-dist.destroy_process_group()
+sys.stdout.flush()
+os._exit(0)
 """
 
 
