@@ -12,6 +12,8 @@ Runs (each `accelerate launch --config_file foundation/accelerate/{ddp,fsdp}.yam
   fsdp_keep_2gpu_b{B}  the same with --fsdp_reshard_after_forward false (parameters kept gathered
                    from the forward to the backward, as ZeRO-2 / SHARD_GRAD_OP)
   fsdp_fused_2gpu_b{B} FSDP with a fused AdamW (--fused_optimizer): no per-parameter DTensor dispatch
+  fsdp_whole_2gpu_b{B} FSDP with the whole model as one unit (--fsdp_auto_wrap_policy NO_WRAP): one
+                   all-gather and one reduce-scatter per step; fsdp_whole_fused_2gpu_b{B} adds the fused AdamW
   1gpu_b{2B}       1 GPU, batch 2B                 loss curve at global batch 2B
   ddp_2gpu_resumed stopped at steps/2, then resumed to the end: its losses against ddp_2gpu_b{B}
 Writes OUT/scaling.json (tokens/s per GPU, efficiencies, losses, resume differences), OUT/scaling.png
@@ -112,6 +114,9 @@ def main() -> None:
     ddp, fsdp = "foundation/accelerate/ddp.yaml", "foundation/accelerate/fsdp.yaml"
     b = args.batch
     keep = ("--fsdp_reshard_after_forward", "false")
+    # the whole model as one FSDP unit: one all-gather and one reduce-scatter per step instead of 27 + 14,
+    # and one unit's host work (the profile found FSDP2 host-bound at this size)
+    whole = ("--fsdp_auto_wrap_policy", "NO_WRAP")
     fused = {"fused_optimizer": "true"}
     # name: (config, GPUs, per-GPU batch, `accelerate launch` flags, extra `biotok pretrain` arguments)
     plan = {
@@ -120,6 +125,8 @@ def main() -> None:
         f"fsdp_2gpu_b{b}": (fsdp, 2, b, (), {}),
         f"fsdp_keep_2gpu_b{b}": (fsdp, 2, b, keep, {}),
         f"fsdp_fused_2gpu_b{b}": (fsdp, 2, b, (), fused),
+        f"fsdp_whole_2gpu_b{b}": (fsdp, 2, b, whole, {}),
+        f"fsdp_whole_fused_2gpu_b{b}": (fsdp, 2, b, whole, fused),
         f"1gpu_b{2 * b}": (ddp, 1, 2 * b, (), {}),
     }
     if args.only:

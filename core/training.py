@@ -26,7 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from data_prep.atomic import atomic_path
-from data_prep.errors import BiosignalError
+from data_prep.errors import BiosignalError, ConfigError
 
 FILES = ("model.safetensors", "optimizer.safetensors", "rng.safetensors", "state.json")
 
@@ -374,12 +374,32 @@ class Cadence:
     max_seconds: float = 0  # stop once this much training time has passed (checked at log steps)
     grad_clip: float = 0.0  # max gradient norm (0: no clipping)
     progress: bool = True
+    profile: str = ""  # "FIRST:COUNT": profile steps FIRST..FIRST+COUNT-1 (torch.profiler) into profile_dir
+    profile_dir: str = ""
 
     @classmethod
     def from_args(cls, args) -> Cadence:
-        """From a stage's argument dataclass (the fields of the same names; max_seconds if it has one)."""
+        """From a stage's argument dataclass (the fields of the same names; max_seconds and profile if it
+        has them; the profile goes to `args.out`/profile)."""
         names = ("steps", "log_every", "eval_every", "save_every", "stop_at", "max_seconds", "grad_clip")
-        return cls(**{n: getattr(args, n) for n in names if hasattr(args, n)}, progress=args.progress)
+        cadence = cls(**{n: getattr(args, n) for n in names if hasattr(args, n)}, progress=args.progress)
+        if getattr(args, "profile", ""):
+            cadence.profile, cadence.profile_dir = args.profile, str(Path(args.out) / "profile")
+            cadence.profiled_steps()  # a malformed FIRST:COUNT fails before training starts
+        return cadence
+
+    def profiled_steps(self) -> range:
+        """The steps (0-based) `profile` names; empty without one."""
+        if not self.profile:
+            return range(0)
+        first, _, count = self.profile.partition(":")
+        try:
+            first, count = int(first), int(count or 1)
+        except ValueError:
+            raise ConfigError(
+                "profile", f"expected FIRST:COUNT steps such as 20:5, got {self.profile!r}"
+            ) from None
+        return range(first, first + count)
 
     def last(self) -> int:
         return min(self.steps, self.stop_at) if self.stop_at else self.steps
@@ -402,6 +422,29 @@ class Stage:
     on_save: Callable[[int], None]
 
 
+def _profiler_activities() -> list:
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if torch.cuda.is_available():
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    return activities
+
+
+def _write_profile(profiler, folder: Path, rank: int, steps: int) -> None:
+    """Stop `profiler` and write, per rank, the ops by self device time and by self host time (a table a
+    reader can hold) and the Chrome trace (chrome://tracing, perfetto.dev)."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    profiler.stop()
+    folder.mkdir(parents=True, exist_ok=True)
+    events = profiler.key_averages()
+    tables = [f"{steps} profiled steps, rank {rank}\n"]
+    if torch.cuda.is_available():
+        tables.append(events.table(sort_by="self_device_time_total", row_limit=30))
+    tables.append(events.table(sort_by="self_cpu_time_total", row_limit=30))
+    (folder / f"rank{rank}.txt").write_text("\n\n".join(tables))
+    profiler.export_chrome_trace(str(folder / f"rank{rank}.trace.json"))
+
+
 def training_loop(
     accelerator, optimizer, scheduler, parameters, start: int, cadence: Cadence, stage: Stage, desc: str
 ) -> int:
@@ -420,7 +463,11 @@ def training_loop(
         disable=not (cadence.progress and accelerator.is_main_process),
     )
     running, n_running, started = {}, 0, time.perf_counter()
+    profiled, profiler = cadence.profiled_steps(), None
     for step in range(start, last):
+        if profiled and step == profiled.start:
+            profiler = torch.profiler.profile(activities=_profiler_activities(), record_shapes=False)
+            profiler.start()
         for key, value in stage.train_step(step).items():
             # device tensors are summed where they are and read only at log steps
             running[key] = running.get(key, 0) + (value.detach() if torch.is_tensor(value) else value)
@@ -433,6 +480,9 @@ def training_loop(
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         done = step + 1
+        if profiler is not None and done == profiled.stop:
+            _write_profile(profiler, Path(cadence.profile_dir), accelerator.process_index, len(profiled))
+            profiler = None
         bar.update(1)
         if done % cadence.log_every == 0 or done == last:
             means = {k: (float(v) if torch.is_tensor(v) else v) / n_running for k, v in running.items()}

@@ -93,6 +93,13 @@ class PretrainArgs:
     max_seconds: float = field(
         default=0, metadata={"help": "stop after this much training time and save final/ (0: no limit)"}
     )
+    profile: str = field(
+        default="",
+        metadata={
+            "help": "FIRST:COUNT: profile those steps (torch.profiler) into OUT/profile/rank<r>.txt (ops by "
+            "self device and host time) and rank<r>.trace.json, e.g. 30:5"
+        },
+    )
     mixed_precision: str = field(default="no", metadata={"help": "no | bf16 | fp16"})
     report_to: str = field(default="", metadata={"help": "extra Accelerate trackers, e.g. tensorboard"})
     seed: int = 0
