@@ -170,3 +170,25 @@ def test_corrupt_checkpoint_is_refused(eegbci_corpus, tmp_path):
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(BiosignalError, match="corrupt or truncated"):
         train(TokenizerTrainArgs(out=str(tmp_path), **common))
+
+
+def test_lead_mixing_keeps_each_window_in_the_span_of_its_own_leads():
+    from tokenizer.train import mix_leads
+
+    rng = np.random.default_rng(0)
+    signal = torch.randn(3, 4, 50)
+    valid = torch.tensor([[True, True, False, False], [True, True, True, True], [True, True, True, False]])
+    signal[~valid] = 0  # padding channels
+    mixed = mix_leads(signal, valid, rng)
+    assert torch.equal(mixed[~valid], signal[~valid])  # padding stays padding
+    for w in range(3):
+        leads = valid[w].nonzero().flatten()
+        x, y = signal[w, leads], mixed[w, leads]
+        # y = diag(gains) @ rotation @ x: y is in x's span, and unscaled it keeps x's energy
+        coef = torch.linalg.lstsq(x.T, y.T).solution.T
+        torch.testing.assert_close(coef @ x, y, atol=1e-4, rtol=1e-4)
+        gains = coef.norm(dim=1)  # each row of rotation has unit norm
+        assert bool(((gains > 0.5 - 1e-4) & (gains < 1.5 + 1e-4)).all())
+        assert not torch.allclose(y, x)
+    # and a window's mixture is drawn anew: two draws differ
+    assert not torch.equal(mix_leads(signal, valid, rng), mixed)
