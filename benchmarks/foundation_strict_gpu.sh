@@ -25,31 +25,27 @@ mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 A='{"eegbci": ["001", "003"], "eegbci_more": ["008", "010", "012", "014"], "myo": ["Female0", "Male1"], "ecg": ["ptbdb/s0010_re"]}'
 B='{"eegbci": ["002"], "eegbci_more": ["007", "009", "011", "013"], "myo": ["Female1", "Male0"], "ecg": ["ptbdb/s0010_re"]}'
+TIED='{"position_embed": true, "tie_heads": true}'
+pre() {  # gpu run holdout overrides steps max_seconds eval_every: one pretraining into $models/<run>
+    CUDA_VISIBLE_DEVICES=$1 python -m foundation.pretrain --tokens "$in"/* --size small --target_levels 2 \
+        --holdout_subjects "$3" --overrides "$4" --steps "$5" --batch_size 64 --lr 5e-4 \
+        --warmup_steps 200 --mixed_precision bf16 --eval_every "$7" --eval_batches 8 --log_every 100 \
+        --save_every "$5" --max_seconds "$6" --out "$models/$2" --progress false > "$out/${2//\//_}.log" 2>&1
+}
 if [ "${MODE:-pretrain}" = ship ]; then
     SHIP='{"eegbci": ["001"], "eegbci_more": ["013", "014"], "myo": ["Male1"], "ecg": ["ptbdb/s0010_re"]}'
-    CUDA_VISIBLE_DEVICES=${GPU_SHIP:-0} python -m foundation.pretrain --tokens "$in"/* --size small --target_levels 2 \
-        --holdout_subjects "$SHIP" --overrides '{"position_embed": true, "tie_heads": true}' --steps "${STEPS:-7000}" \
-        --batch_size 64 --lr 5e-4 --warmup_steps 200 --mixed_precision bf16 --eval_every "${STEPS:-7000}" --eval_batches 8 \
-        --log_every 100 --save_every "${STEPS:-7000}" --max_seconds "${MAX_SECONDS:-0}" --out "$models/ship" --progress false \
-        > "$out/ship.log" 2>&1
+    pre "${GPU_SHIP:-0}" ship "$SHIP" "$TIED" "${STEPS:-7000}" "${MAX_SECONDS:-0}" "${STEPS:-7000}"
     exit 0
 fi
 if [ "${MODE:-pretrain}" = pretrain ]; then
-    pre() {  # gpu variant group holdout overrides
-        CUDA_VISIBLE_DEVICES=$1 python -m foundation.pretrain --tokens "$in"/* --size small --target_levels 2 \
-            --holdout_subjects "$4" --overrides "$5" --steps "${STEPS:-3000}" --batch_size 64 --lr 5e-4 \
-            --warmup_steps 200 --mixed_precision bf16 --eval_every 1500 --eval_batches 8 --log_every 100 \
-            --save_every "${STEPS:-3000}" --max_seconds "${MAX_SECONDS:-370}" --out "$models/$2/$3" --progress false \
-            > "$out/$2_$3.log" 2>&1
-    }
     for variant in ${VARIANTS:-names tied}; do
         case $variant in
             names) overrides='{"position_embed": true}' ;;
-            tied) overrides='{"position_embed": true, "tie_heads": true}' ;;
+            tied) overrides=$TIED ;;
             *) echo "unknown variant $variant" >&2; exit 2 ;;
         esac
-        pre "${GPU_A:-0}" "$variant" a "$A" "$overrides" &
-        pre "${GPU_B:-1}" "$variant" b "$B" "$overrides" &
+        pre "${GPU_A:-0}" "$variant/a" "$A" "$overrides" "${STEPS:-3000}" "${MAX_SECONDS:-370}" 1500 &
+        pre "${GPU_B:-1}" "$variant/b" "$B" "$overrides" "${STEPS:-3000}" "${MAX_SECONDS:-370}" 1500 &
     done
     wait
     exit 0

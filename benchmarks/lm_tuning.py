@@ -4,7 +4,7 @@ sessions (issue 18), against the fixed defaults they were tested with.
     python benchmarks/lm_tuning.py --runs RUN [RUN ...] --out lm_tuning.json
 
 Each RUN is a `biotok finetune emg2qwerty` output folder (finetune_args.json, final/); its data, split,
-LM order and beam width are read from finetune_args.json. Writes, per run, the tuning grid and the test
+LM order (6 where the run had no LM) and beam width are read from finetune_args.json. Writes, per run, the tuning grid and the test
 CER (beam + LM) with the defaults and with the tuned pair.
 """
 
@@ -19,6 +19,7 @@ from finetune.emg2qwerty import (
     CTCTrainArgs,
     prepare_sessions,
     session_emissions,
+    split_file,
     test_sessions,
     train_lm,
     tune_lm,
@@ -30,7 +31,7 @@ from finetune.emg_models import EmgCTCModel
 def redecode(run: Path) -> dict:
     saved = json.loads((run / "finetune_args.json").read_text())
     args = CTCTrainArgs(**{f.name: saved[f.name] for f in fields(CTCTrainArgs) if f.name in saved})
-    _, parts = load_split(args.data, args.split or str(Path(args.data) / "splits" / "generic.yaml"))
+    _, parts = load_split(args.data, split_file(args))
     model = EmgCTCModel.from_pretrained(run / "final").eval()
     parts = {name: prepare_sessions(sessions, model.input_preset) for name, sessions in parts.items()}
     lm = train_lm(parts["train"], args.lm_order or 6)

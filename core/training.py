@@ -501,5 +501,7 @@ def training_loop(
             stage.on_save(done)
         if done == last:
             break
+    if profiler is not None:  # the run stopped (max_seconds, stop_at) inside the profiled steps
+        _write_profile(profiler, Path(cadence.profile_dir), accelerator.process_index, done - profiled.start)
     bar.close()
     return last if last > start else start

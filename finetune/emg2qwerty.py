@@ -218,6 +218,11 @@ def window_cer(model: EmgCTCModel, batches: list[dict], device, skip: int = 0) -
     return total.cer
 
 
+def split_file(args: CTCTrainArgs) -> str:
+    """The split a run trains and tests on: `--split`, else the data's generic split."""
+    return args.split or str(Path(args.data) / "splits" / "generic.yaml")
+
+
 @torch.no_grad()
 def session_emissions(model: EmgCTCModel, sessions: list[LabelledSession], device) -> list[torch.Tensor]:
     """Whole-session log-probabilities `(frames, classes)` at batch 1, on the CPU."""
@@ -294,7 +299,7 @@ def finetune(args: CTCTrainArgs) -> dict:
     torch.manual_seed(args.seed)
     # training windows have one shape: let cuDNN time its convolution algorithms once and keep the fastest
     torch.backends.cudnn.benchmark = accelerator.device.type == "cuda"
-    split = args.split or str(Path(args.data) / "splits" / "generic.yaml")
+    split = split_file(args)
     spec, parts = load_split(args.data, split)
     model = build_model(args)
     parts = {name: prepare_sessions(sessions, model.input_preset) for name, sessions in parts.items()}

@@ -192,12 +192,15 @@ def card_windows(corpus: Corpus, fraction: float, named: dict[str, list[str]]) -
     training windows (at least one per training subject, so that the subject split is unchanged)."""
     _, held = corpus.split(fraction, named)
     held_subjects = set(held.column("subject"))
-    subjects = corpus.column("subject")
-    held_rows = [i for i, s in enumerate(subjects) if s in held_subjects]
-    train_rows = [i for i, s in enumerate(subjects) if s not in held_subjects]
-    first_of_each = {s: i for i, s in reversed(list(enumerate(subjects))) if s not in held_subjects}
+    held_rows, train_rows, first_of_each = [], [], {}
+    for i, subject in enumerate(corpus.column("subject")):
+        if subject in held_subjects:
+            held_rows.append(i)
+        else:
+            train_rows.append(i)
+            first_of_each.setdefault(subject, i)
     sample = train_rows[:: max(1, len(train_rows) // UNIGRAM_WINDOWS)]
-    return sorted(set(held_rows) | set(sample) | set(first_of_each.values()))
+    return sorted({*held_rows, *sample, *first_of_each.values()})
 
 
 def render_tokenizer(metrics: dict[str, dict]) -> str:

@@ -94,8 +94,8 @@ class TokenizerTrainArgs:
     augment_leads: bool = field(
         default=False,
         metadata={
-            "help": "ECG windows: replace the leads by a random rotation of them with random gains (see "
-            "mix_leads)"
+            "help": "ECG windows: replace the leads by a random orthogonal mixture of them with random "
+            "gains (see mix_leads)"
         },
     )
     mixed_precision: str = field(default="no", metadata={"help": "no | bf16 | fp16"})
@@ -145,7 +145,7 @@ def mix_leads(
     leads replaced by a random orthogonal mixture of them, each scaled by a random gain. A lead is a
     projection of the heart's electrical dipole, so mixtures of a recording's leads look like leads it
     lacks: the training ECG (MIT-BIH, two leads) then covers more of what a 12-lead record shows (CPU,
-    held-out PTB: +1.2 dB unquantized bound, one seed, docs/BENCHMARKS.md)."""
+    held-out PTB, two single-seed runs: +0.5-1.2 dB at 1-4 levels, docs/BENCHMARKS.md)."""
     mixed = signal.clone()
     for w in range(signal.shape[0]):
         leads = valid[w].nonzero().flatten()
@@ -244,15 +244,14 @@ def train(args: TokenizerTrainArgs) -> Path:
         batch = next(stream)
         key = corpora[batch["corpus"]].preset.name
         patch_len = corpora[batch["corpus"]].preset.patch_len
-        signal = batch["signal"]
         # draws fixed by (seed, rank, step): a resumed run mixes and cuts the same patches
         rng = np.random.default_rng((args.seed, accelerator.process_index, step))
         if args.augment_leads and corpora[batch["corpus"]].preset.modality == "ecg":
-            signal = mix_leads(signal, batch["channel_mask"], rng)
+            batch["signal"] = mix_leads(batch["signal"], batch["channel_mask"], rng)
         if args.augment:
-            patches = augment_patches(signal, patch_len, rng).to(accelerator.device)
+            patches = augment_patches(batch["signal"], patch_len, rng).to(accelerator.device)
         else:
-            patches = batch_patches({"signal": signal}, patch_len).to(accelerator.device)
+            patches = batch_patches(batch, patch_len).to(accelerator.device)
         ids = raw_model.channel_ids(batch["ch_names"], key)
         with accelerator.autocast():
             output = model(patches, ids, key)
