@@ -3,11 +3,13 @@
 # without its group's subjects), then fine-tune every fold with the model that never saw its test subject.
 #
 #   MODE=pretrain bash benchmarks/foundation_strict_gpu.sh TOKENS MODELS OUT    # ~290 s, both GPUs
-#   MODE=classify bash benchmarks/foundation_strict_gpu.sh CODES  MODELS OUT    # one task per GPU
+#   MODE=classify bash benchmarks/foundation_strict_gpu.sh CODES  MODELS OUT    # every task, both GPUs
 #   MODE=ship     bash benchmarks/foundation_strict_gpu.sh TOKENS MODELS OUT    # the shipped foundation-small
 #
 # VARIANTS (default "names tied") picks the pretraining variants, GPU_A / GPU_B (default 0 / 1) the GPU of
-# each fold group; GPU0_TASKS / GPU1_TASKS the classification tasks run one after another on each GPU.
+# each fold group. MODE=classify: TASKS, SEEDS (default "0 1 2"), FRACTIONS of the labels (default "0.1 0.3
+# 1"), POOLING (mean), GPUS ("0 1"), JOBS in flight (12), TIMEOUT per process (0: none); writes
+# OUT/<task>-<pooling> (results.json, table.md, label_efficiency.png) from the parts in OUT/parts.
 # MODE=ship holds out the subjects the shipped tokenizer held out (its card measures both on them) and
 # trains for STEPS (default 7000) or MAX_SECONDS on GPU_SHIP (default 0).
 #
@@ -50,18 +52,30 @@ if [ "${MODE:-pretrain}" = pretrain ]; then
     wait
     exit 0
 fi
-cls() {  # gpu task seeds
-    CUDA_VISIBLE_DEVICES=$1 python -m finetune.classify --task "$2" --codes_file "$in/$2.safetensors" \
-        --foundation "$models/${VARIANT:-tied}" --rows "foundation (linear probe),foundation (fine-tuned),from scratch" \
-        --seeds "$3" --pooling "${POOLING:-mean}" --label_fractions "${LABEL_FRACTIONS:-0.1,0.3,1}" --epochs 30 --mixed_precision bf16 --out "$out/$2-seeds${3//,/}" --progress false > "$out/$2-seeds${3//,/}.log" 2>&1
-}
-on_gpu() {  # gpu tasks...
-    local gpu=$1
-    shift
-    for task in "$@"; do
-        if [ "$task" = eegbci_mi ]; then cls "$gpu" "$task" "${MI_SEEDS:-0,1,2}"; else cls "$gpu" "$task" 0,1,2; fi
+# classify: one process per (task, seed, label fraction), JOBS at a time over the GPUs in GPUS, then one
+# table per task (`--merge`): a GPU runs several small fine-tunings side by side (each is bound by the host),
+# and one seed's 11 folds x 3 fractions in one process did not fit a 600 s call
+mkdir -p "$out/parts"
+job=0
+for task in ${TASKS:-eegbci_mi eegbci_eyes myo_armband_gestures}; do
+    for seed in ${SEEDS:-0 1 2}; do
+        for fraction in ${FRACTIONS:-0.1 0.3 1}; do
+            gpus=(${GPUS:-0 1})
+            gpu=${gpus[$((job % ${#gpus[@]}))]}
+            name="$task-${POOLING:-mean}-s$seed-f$fraction"
+            CUDA_VISIBLE_DEVICES=$gpu timeout "${TIMEOUT:-0}" python -m finetune.classify --task "$task" \
+                --codes_file "$in/$task.safetensors" --foundation "$models/${VARIANT:-tied}" \
+                --rows "foundation (linear probe),foundation (fine-tuned),from scratch" --seeds "$seed" \
+                --pooling "${POOLING:-mean}" --label_fractions "$fraction" --epochs 30 --mixed_precision bf16 \
+                --out "$out/parts/$name" --progress false > "$out/parts/$name.log" 2>&1 &
+            job=$((job + 1))
+            while [ "$(jobs -rp | wc -l)" -ge "${JOBS:-12}" ]; do sleep 1; done
+        done
     done
-}
-on_gpu 0 ${GPU0_TASKS-eegbci_mi} &
-on_gpu 1 ${GPU1_TASKS-eegbci_eyes myo_armband_gestures} &
+done
 wait
+for task in ${TASKS:-eegbci_mi eegbci_eyes myo_armband_gestures}; do
+    # the parts that finished (one cut by TIMEOUT has no results.json; its log says so)
+    parts=$(ls "$out/parts/$task-${POOLING:-mean}-"*/results.json 2>/dev/null | xargs -r -n1 dirname | paste -sd, -)
+    [ -n "$parts" ] && python -m finetune.classify --merge "$parts" --out "$out/$task-${POOLING:-mean}" --progress false
+done

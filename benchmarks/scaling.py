@@ -15,6 +15,8 @@ Runs (each `accelerate launch --config_file foundation/accelerate/{ddp,fsdp}.yam
   fsdp_whole_2gpu_b{B} FSDP with the whole model as one unit (--fsdp_auto_wrap_policy NO_WRAP): one
                    all-gather and one reduce-scatter per step; fsdp_whole_fused_2gpu_b{B} adds the fused AdamW
   1gpu_b{2B}       1 GPU, batch 2B                 loss curve at global batch 2B
+  *_compiled_*     the same with each transformer block compiled (--compile); efficiencies
+                   against 1gpu_compiled_b{B}
   ddp_2gpu_resumed stopped at steps/2, then resumed to the end: its losses against ddp_2gpu_b{B}
 Writes OUT/scaling.json (tokens/s per GPU, efficiencies, losses, resume differences), OUT/scaling.png
 and each run's log.jsonl under OUT/runs/.
@@ -118,6 +120,7 @@ def main() -> None:
     # and one unit's host work (the profile found FSDP2 host-bound at this size)
     whole = ("--fsdp_auto_wrap_policy", "NO_WRAP")
     fused = {"fused_optimizer": "true"}
+    compiled = {"compile": "true"}
     # name: (config, GPUs, per-GPU batch, `accelerate launch` flags, extra `biotok pretrain` arguments)
     plan = {
         f"1gpu_b{b}": (ddp, 1, b, (), {}),
@@ -128,6 +131,10 @@ def main() -> None:
         f"fsdp_whole_2gpu_b{b}": (fsdp, 2, b, whole, {}),
         f"fsdp_whole_fused_2gpu_b{b}": (fsdp, 2, b, whole, fused),
         f"1gpu_b{2 * b}": (ddp, 1, 2 * b, (), {}),
+        # each transformer block compiled (--compile): against the compiled 1-GPU run
+        f"1gpu_compiled_b{b}": (ddp, 1, b, (), compiled),
+        f"ddp_compiled_2gpu_b{b}": (ddp, 2, b, (), compiled),
+        f"fsdp_whole_compiled_2gpu_b{b}": (fsdp, 2, b, whole, compiled),
     }
     if args.only:
         plan = {name: run for name, run in plan.items() if name in args.only.split(",")}
@@ -150,7 +157,10 @@ def main() -> None:
         launch(ddp, 2, args.tokens, repeat, args, b)
 
     rate = {name: throughput(runs / name, args.skip) for name in plan}
-    one = rate.get(f"1gpu_b{b}", float("nan"))
+
+    def one_gpu(name: str) -> float:  # the 1-GPU reference of a 2-GPU run: compiled against compiled
+        return rate.get(f"1gpu_compiled_b{b}" if "compiled" in name else f"1gpu_b{b}", float("nan"))
+
     straight = runs / f"ddp_2gpu_b{b}"
     resume = compare_runs(straight, resumed, after_step=halfway(args)) if not args.no_resume else {}
     rerun = compare_runs(straight, repeat, after_step=0) if args.repeat else {}
@@ -162,7 +172,7 @@ def main() -> None:
         "tokens_per_s": rate,
         "tokens_per_s_per_gpu": {name: rate[name] / plan[name][1] for name in plan},
         "scaling_efficiency": {
-            name.removesuffix(f"_2gpu_b{b}"): value / (2 * one)
+            name.removesuffix(f"_2gpu_b{b}"): value / (2 * one_gpu(name))
             for name, value in rate.items()
             if name.endswith(f"_2gpu_b{b}")
         },

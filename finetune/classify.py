@@ -118,6 +118,13 @@ class ClassifyArgs:
         default=False, metadata={"help": "weight the loss by inverse class frequency (for imbalanced tasks)"}
     )
     mixed_precision: str = "no"
+    merge: str = field(
+        default="",
+        metadata={
+            "help": "comma-separated results folders of this task from runs that differ in seeds or rows "
+            "(e.g. one process per seed on a GPU): write their union to --out, training nothing"
+        },
+    )
     save_models: bool = field(default=False, metadata={"help": "save every fine-tuned model (seed 0)"})
     progress: bool = True
 
@@ -466,10 +473,67 @@ def _summary(values: np.ndarray) -> dict:
     }
 
 
+def merge_results(parts: list[dict]) -> dict:
+    """One results dict from runs of one task that differ in seeds or rows: per label fraction and row,
+    the seeds of every part (a seed in two parts is an error), confusion matrices summed, summaries
+    computed again over all folds and seeds."""
+    first = parts[0]
+    for part in parts[1:]:
+        for key in ("n_epochs", "protocol", "classes"):
+            if part["task"]["name"] != first["task"]["name"] or part.get(key) != first.get(key):
+                raise ConfigError(
+                    "merge", f"parts differ in task or {key}: {first.get(key)} vs {part.get(key)}"
+                )
+    by_fraction: dict[float, dict[str, dict]] = {}
+    for part in parts:
+        fractions = {**part.get("by_fraction", {}), str(part.get("label_fraction", 1.0)): part["rows"]}
+        for fraction, rows in fractions.items():
+            into = by_fraction.setdefault(float(fraction), {})
+            for row, body in rows.items():
+                have = into.setdefault(row, {"confusion": np.zeros_like(body["confusion"]), "seeds": []})
+                twice = {s["seed"] for s in have["seeds"]} & {s["seed"] for s in body["seeds"]}
+                if twice:
+                    raise ConfigError(
+                        "merge", f"{row!r} at {fraction} of the labels: seeds {sorted(twice)} twice"
+                    )
+                have["confusion"] = have["confusion"] + np.asarray(body["confusion"])
+                have["seeds"] = sorted(have["seeds"] + body["seeds"], key=lambda s: s["seed"])
+    for rows in by_fraction.values():
+        for body in rows.values():
+            body["summary"] = _row_summary(body["seeds"])
+            body["confusion"] = body["confusion"].tolist()
+    largest = max(by_fraction)
+    ran = set(by_fraction[largest])
+    skipped = {row: why for part in parts for row, why in part["skipped"].items() if row not in ran}
+    return {
+        **first,
+        "rows": by_fraction.pop(largest),
+        "by_fraction": {str(f): rows for f, rows in sorted(by_fraction.items())},
+        "label_fraction": largest,
+        "skipped": skipped,
+        "merged_from": [part["args"]["out"] for part in parts],
+    }
+
+
+def write_results(results: dict, out: Path) -> None:
+    """results.json, table.md and the plots into `out`."""
+    with atomic_path(out / "results.json") as tmp:
+        tmp.write_text(json.dumps(results, indent=2))
+    with atomic_path(out / "table.md") as tmp:
+        tmp.write_text(markdown(results))
+    plot(results, out)
+
+
 def run(args: ClassifyArgs) -> dict:
-    task = ClassifyTask.load(args.task)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        parts = [json.loads((Path(f) / "results.json").read_text()) for f in args.merge.split(",")]
+        results = merge_results(parts)
+        write_results(results, out)
+        print(markdown(results))
+        return results
+    task = ClassifyTask.load(args.task)
     seeds = [int(s) for s in args.seeds.split(",")]
     cached = bool(args.codes_file) and Path(args.codes_file).exists()
     if cached:
@@ -593,11 +657,7 @@ def run(args: ClassifyArgs) -> dict:
     results["rows"] = results["by_fraction"].pop(str(fractions[-1]))
     results["label_fraction"] = fractions[-1]
     bar.close()
-    with atomic_path(out / "results.json") as tmp:
-        tmp.write_text(json.dumps(results, indent=2))
-    with atomic_path(out / "table.md") as tmp:
-        tmp.write_text(markdown(results))
-    plot(results, out)
+    write_results(results, out)
     print(markdown(results))
     return results
 
@@ -622,8 +682,8 @@ def markdown(results: dict) -> str:
     for row, why in results["skipped"].items():
         lines.append(f"| {row} | skipped: {why} |" + " |" * (len(metrics) - 1))
     curves = label_efficiency(results)
-    if len(next(iter(curves.values()), {})) > 1:
-        fractions = sorted(next(iter(curves.values())))
+    fractions = sorted({f for curve in curves.values() for f in curve})
+    if len(fractions) > 1:
         lines += [
             "",
             "Label efficiency: balanced accuracy with a fraction of the training subjects' labels.",
@@ -632,7 +692,10 @@ def markdown(results: dict) -> str:
         lines.append("| model | " + " | ".join(f"{f:.0%} of labels" for f in fractions) + " |")
         lines.append("|---|" + "---:|" * len(fractions))
         for row, curve in curves.items():
-            cells = [f"{curve[f]['mean']:.3f} ± {curve[f]['std_folds']:.3f}" for f in fractions]
+            cells = [
+                f"{curve[f]['mean']:.3f} ± {curve[f]['std_folds']:.3f}" if f in curve else "—"
+                for f in fractions
+            ]
             lines.append(f"| {row} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -642,7 +705,11 @@ def label_efficiency(results: dict) -> dict[str, dict[float, dict]]:
     by_fraction = {float(f): rows for f, rows in results.get("by_fraction", {}).items()}
     by_fraction[float(results.get("label_fraction", 1.0))] = results["rows"]
     return {
-        row: {f: rows[row]["summary"]["balanced_accuracy"] for f, rows in sorted(by_fraction.items())}
+        row: {
+            f: rows[row]["summary"]["balanced_accuracy"]
+            for f, rows in sorted(by_fraction.items())
+            if row in rows
+        }
         for row in results["rows"]
     }
 
@@ -704,7 +771,8 @@ def plot(results: dict, out: Path) -> None:
     plt.close(fig)
 
     curves = label_efficiency(results)
-    if len(next(iter(curves.values()))) > 1:
+    every_fraction = sorted({f for curve in curves.values() for f in curve})
+    if len(every_fraction) > 1:
         fig, ax = plt.subplots(figsize=(5, 3.4))
         for row, curve in curves.items():
             fractions = sorted(curve)
@@ -713,7 +781,7 @@ def plot(results: dict, out: Path) -> None:
             ax.errorbar([100 * f for f in fractions], means, yerr=spread, marker="o", capsize=3, label=row)
         ax.axhline(1 / len(classes), color="grey", linestyle="--", linewidth=0.8, label="chance")
         ax.set_xscale("log")
-        ax.set_xticks([100 * f for f in fractions], [f"{f:.0%}" for f in fractions])
+        ax.set_xticks([100 * f for f in every_fraction], [f"{f:.0%}" for f in every_fraction])
         ax.set_xlabel("training subjects' labels used")
         ax.set_ylabel("balanced accuracy (± std over folds)")
         ax.legend(fontsize=6)

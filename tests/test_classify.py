@@ -251,6 +251,17 @@ def test_label_fractions_keep_part_of_every_training_subjects_labels(real, tmp_p
     assert (tmp_path / "eff" / "label_efficiency.png").exists()
     with pytest.raises(ConfigError, match="fractions must lie in"):
         run(ClassifyArgs(label_fractions="0,1", out=str(tmp_path / "bad"), **args))
+    # one process per seed, merged: the same table as one run of both seeds
+    args["seeds"] = "1"
+    run(ClassifyArgs(label_fractions="0.3,1", out=str(tmp_path / "seed1"), **args))
+    args["seeds"] = "0,1"
+    both = run(ClassifyArgs(label_fractions="0.3,1", out=str(tmp_path / "both"), **args))
+    merged = run(ClassifyArgs(merge=f"{tmp_path / 'eff'},{tmp_path / 'seed1'}", out=str(tmp_path / "merged")))
+    for got, want in ((merged["rows"], both["rows"]), (merged["by_fraction"], both["by_fraction"])):
+        assert json.dumps(got, sort_keys=True) == json.dumps(want, sort_keys=True)
+    assert (tmp_path / "merged" / "table.md").read_text() == (tmp_path / "both" / "table.md").read_text()
+    with pytest.raises(ConfigError, match=r"seeds \[1\] twice"):
+        run(ClassifyArgs(merge=f"{tmp_path / 'both'},{tmp_path / 'seed1'}", out=str(tmp_path / "bad")))
 
 
 def test_csp_lda_reads_the_mu_and_beta_bands():
