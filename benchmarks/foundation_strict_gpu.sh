@@ -8,7 +8,8 @@
 #
 # VARIANTS (default "names tied") picks the pretraining variants, GPU_A / GPU_B (default 0 / 1) the GPU of
 # each fold group. MODE=classify: TASKS, SEEDS (default "0 1 2"), FRACTIONS of the labels (default "0.1 0.3
-# 1"), POOLING (mean), GPUS ("0 1"), JOBS in flight (12), TIMEOUT per process (0: none); writes
+# 1"), POOLING (mean), ROWS (row groups split by '|', one process each; default the three neural rows in
+# one), GPUS ("0 1"), JOBS in flight (12), TIMEOUT per process (0: none); writes
 # OUT/<task>-<pooling> (results.json, table.md, label_efficiency.png) from the parts in OUT/parts.
 # MODE=ship holds out the subjects the shipped tokenizer held out (its card measures both on them) and
 # trains for STEPS (default 7000) or MAX_SECONDS on GPU_SHIP (default 0).
@@ -60,16 +61,19 @@ job=0
 for task in ${TASKS:-eegbci_mi eegbci_eyes myo_armband_gestures}; do
     for seed in ${SEEDS:-0 1 2}; do
         for fraction in ${FRACTIONS:-0.1 0.3 1}; do
-            gpus=(${GPUS:-0 1})
-            gpu=${gpus[$((job % ${#gpus[@]}))]}
-            name="$task-${POOLING:-mean}-s$seed-f$fraction"
-            CUDA_VISIBLE_DEVICES=$gpu timeout "${TIMEOUT:-0}" python -m finetune.classify --task "$task" \
-                --codes_file "$in/$task.safetensors" --foundation "$models/${VARIANT:-tied}" \
-                --rows "foundation (linear probe),foundation (fine-tuned),from scratch" --seeds "$seed" \
-                --pooling "${POOLING:-mean}" --label_fractions "$fraction" --epochs 30 --mixed_precision bf16 \
-                --out "$out/parts/$name" --progress false > "$out/parts/$name.log" 2>&1 &
-            job=$((job + 1))
-            while [ "$(jobs -rp | wc -l)" -ge "${JOBS:-12}" ]; do sleep 1; done
+            IFS='|' read -ra groups <<< "${ROWS:-foundation (linear probe),foundation (fine-tuned),from scratch}"
+            for g in "${!groups[@]}"; do  # ROWS: row groups split by '|', one process each
+                gpus=(${GPUS:-0 1})
+                gpu=${gpus[$((job % ${#gpus[@]}))]}
+                name="$task-${POOLING:-mean}-s$seed-f$fraction-r$g"
+                CUDA_VISIBLE_DEVICES=$gpu timeout "${TIMEOUT:-0}" python -m finetune.classify --task "$task" \
+                    --codes_file "$in/$task.safetensors" --foundation "$models/${VARIANT:-tied}" \
+                    --rows "${groups[$g]}" --seeds "$seed" --pooling "${POOLING:-mean}" \
+                    --label_fractions "$fraction" --epochs 30 --mixed_precision bf16 \
+                    --out "$out/parts/$name" --progress false > "$out/parts/$name.log" 2>&1 &
+                job=$((job + 1))
+                while [ "$(jobs -rp | wc -l)" -ge "${JOBS:-12}" ]; do sleep 1; done
+            done
         done
     done
 done

@@ -21,6 +21,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from data_prep.atomic import atomic_path, write_json
 from data_prep.corpus import Corpus, load_corpora, split_corpora
 from data_prep.errors import BiosignalError
@@ -84,10 +86,13 @@ def tokenizer_metrics(
     holdout: float,
     batch_size: int = 32,
     held_subjects: dict[str, list[str]] | None = None,
+    held_codes: dict[str, dict[int, np.ndarray]] | None = None,
 ) -> dict[str, dict]:
     """Per corpus with held-out subjects: SNR / NMSE / Pearson correlation of the reconstruction from
     every RVQ level, the SNR from 1, 2, 4 and 8 levels, and codebook use (mean over scales and levels of
-    the fraction of codes used and of the perplexity), on the preprocessed, scaled held-out windows."""
+    the fraction of codes used and of the perplexity), on the preprocessed, scaled held-out windows.
+    `held_codes`, when given, receives each corpus's held-out codes by window index (the foundation card
+    writes them as tokens instead of encoding the same windows again)."""
     result = {}
     for name, corpus in corpora.items():
         if corpus.preset.name not in model.config.modalities:
@@ -97,7 +102,11 @@ def tokenizer_metrics(
             continue
         levels = model.config.n_levels
         fewer = [n for n in CARD_LEVELS if n < levels]
-        rows = reconstruct(model, held, [*fewer, levels], batch_size, model.device)
+        rows = reconstruct(
+            model, held, [*fewer, levels], batch_size, model.device, keep_codes=held_codes is not None
+        )
+        if held_codes is not None:
+            held_codes[name] = dict(zip(held_rows(corpus, holdout, held_subjects), rows["codes"]))
         quality = row_metrics(rows["target"], rows["estimate"][levels])
         usage = codebook_stats(rows["counts"])
         result[name] = {
@@ -163,9 +172,10 @@ def measure(
     held = holdout_subjects(tokenizer_dir)
     # corpora beyond shared_real (eegbci_more) where the tokenizer's run held subjects of them out
     corpora = prepare_real(real_root, work, ("shared_real", *[n for n in held if n != "eegbci"]))
+    held_codes: dict[str, dict[int, np.ndarray]] = {}
     cards = {
         "tokenizer": tokenizer_metrics(
-            tokenizer, corpora, holdout_fraction(tokenizer_dir), held_subjects=held
+            tokenizer, corpora, holdout_fraction(tokenizer_dir), held_subjects=held, held_codes=held_codes
         ),
         "foundation": None,
     }
@@ -173,9 +183,10 @@ def measure(
         model = BiotokFoundation.from_pretrained(str(foundation_dir)).eval()
         fraction, named = holdout_fraction(foundation_dir), holdout_subjects(foundation_dir)
         folder = Path(work) / f"card_tokens_{model.config.tokenizer_hash}"
-        for corpus in corpora.values():
+        for name, corpus in corpora.items():
             windows = card_windows(corpus, fraction, named)
-            tokenize_corpus(tokenizer, corpus, folder, progress=False, windows=windows)
+            known = held_codes.get(name)
+            tokenize_corpus(tokenizer, corpus, folder, progress=False, windows=windows, known_codes=known)
         tokens = load_token_corpora([folder], expect_hash=model.config.tokenizer_hash)
         cards["foundation"] = foundation_metrics(model, tokens, fraction, held_subjects=named)
     return cards
@@ -187,20 +198,24 @@ def measure(
 UNIGRAM_WINDOWS = 32
 
 
+def held_rows(corpus: Corpus, fraction: float, named: dict[str, list[str]] | None) -> list[int]:
+    """The indices of `corpus`'s held-out windows, in the order of its held-out view."""
+    _, held = corpus.split(fraction, named)
+    subjects = set(held.column("subject"))
+    return [i for i, subject in enumerate(corpus.column("subject")) if subject in subjects]
+
+
 def card_windows(corpus: Corpus, fraction: float, named: dict[str, list[str]]) -> list[int]:
     """The windows the foundation card reads: every held-out window, and a strided sample of the
     training windows (at least one per training subject, so that the subject split is unchanged)."""
-    _, held = corpus.split(fraction, named)
-    held_subjects = set(held.column("subject"))
-    held_rows, train_rows, first_of_each = [], [], {}
+    held = held_rows(corpus, fraction, named)
+    train_rows, first_of_each, is_held = [], {}, set(held)
     for i, subject in enumerate(corpus.column("subject")):
-        if subject in held_subjects:
-            held_rows.append(i)
-        else:
+        if i not in is_held:
             train_rows.append(i)
             first_of_each.setdefault(subject, i)
     sample = train_rows[:: max(1, len(train_rows) // UNIGRAM_WINDOWS)]
-    return sorted({*held_rows, *sample, *first_of_each.values()})
+    return sorted({*held, *sample, *first_of_each.values()})
 
 
 def render_tokenizer(metrics: dict[str, dict]) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,10 +124,13 @@ def tokenize_corpus(
     batch_size: int = 64,
     progress: bool = True,
     windows: Sequence[int] | None = None,
+    known_codes: Mapping[int, np.ndarray] | None = None,
 ) -> tuple[Path, int, int]:
     """Write the codes of every window of `corpus` (or of the `windows` indices only; each keeps its
     `window_index`) to `out/<corpus name>`; returns (folder, shards written, shards reused). A shard is
-    reused when its source shard, the tokenizer and the windows chosen from it are unchanged."""
+    reused when its source shard, the tokenizer and the windows chosen from it are unchanged.
+    `known_codes`: window index -> codes `(n_channels, P, S, Q)` this tokenizer already made (e.g. while
+    measuring its reconstruction), written as they are instead of encoded again."""
     from datasets.arrow_writer import ArrowWriter
     from tqdm.auto import tqdm
 
@@ -177,18 +180,22 @@ def tokenize_corpus(
             for first in range(0, len(rows), batch_size):
                 chosen = rows[first : first + batch_size]
                 items = [corpus[i] for i in chosen]
-                batch = collate_windows(items)
-                b, c, t = batch["signal"].shape
-                patches = batch["signal"].view(b, c, t // patch_len, patch_len).to(tokenizer.device)
-                ids = tokenizer.channel_ids(batch["ch_names"], key)
-                codes = tokenizer.encode_patches(patches, ids, key).cpu().numpy()
-                for i, it in enumerate(items):
+                codes = {i: known_codes[i] for i in chosen if known_codes is not None and i in known_codes}
+                todo = [(i, it) for i, it in zip(chosen, items) if i not in codes]
+                if todo:
+                    batch = collate_windows([it for _, it in todo])
+                    b, c, t = batch["signal"].shape
+                    patches = batch["signal"].view(b, c, t // patch_len, patch_len).to(tokenizer.device)
+                    ids = tokenizer.channel_ids(batch["ch_names"], key)
+                    made = tokenizer.encode_patches(patches, ids, key).cpu().numpy()
+                    codes |= {i: made[j, : it["signal"].shape[0]] for j, (i, it) in enumerate(todo)}
+                for i, it in zip(chosen, items):
                     n_channels = it["signal"].shape[0]
                     writer.write(
                         {
-                            "codes": codes[i, :n_channels].reshape(-1),
+                            "codes": codes[i].reshape(-1),
                             "n_channels": n_channels,
-                            "n_patches": codes.shape[2],
+                            "n_patches": codes[i].shape[1],
                             "ch_names": it["ch_names"],
                             "modality": key,
                             "subject": it["subject"],
@@ -196,7 +203,7 @@ def tokenize_corpus(
                             "source": it["source"],
                             "label": it["label"],
                             "window_start": float(it["window_start"]),
-                            "window_index": chosen[i],
+                            "window_index": i,
                         }
                     )
                 bar.update(len(items))

@@ -25,17 +25,20 @@ def reconstruct(
     device,
     bf16: bool = False,
     continuous: bool = False,
+    keep_codes: bool = False,
 ) -> dict:
     """Every real channel-window of `corpus` (a corpus or a view of one) as rows `(n, T)`: the target,
     its reconstruction from the first n RVQ levels for each n in `levels`, the code counts `(S, Q, K)`
     and each row's scale (spread, center) to undo the preset's scaling. `bf16` autocasts encode and
     decode (deep-level codes then differ from float32, see docs/BENCHMARKS.md). `continuous` adds
-    estimate["continuous"]: the unquantized latents decoded."""
+    estimate["continuous"]: the unquantized latents decoded. `keep_codes` adds "codes": each window's
+    codes `(n_channels, P, S, Q)`, in window order."""
     key, patch_len = corpus.preset.name, corpus.preset.patch_len
     cfg = model.config
     counts = torch.zeros(cfg.n_scales, cfg.n_levels, cfg.codebook_size, dtype=torch.float64)
     keys = [*levels, "continuous"] if continuous else levels
     targets, estimates, spreads, centers, names = [], {n: [] for n in keys}, [], [], []
+    window_codes = []
     for start in range(0, len(corpus), batch_size):
         items = [corpus[i] for i in range(start, min(start + batch_size, len(corpus)))]
         batch = collate_windows(items)
@@ -61,6 +64,9 @@ def reconstruct(
             recon = model.autoencode_patches(patches, ids, key)
             estimates["continuous"].append(recon.float().reshape(b, c, t)[valid.to(device)].cpu().numpy())
         targets.append(batch["signal"][valid].numpy())
+        if keep_codes:
+            kept = codes.cpu().numpy()
+            window_codes += [kept[i, : len(it["ch_names"])] for i, it in enumerate(items)]
         for it in items:
             spreads.append(it["scale_spread"])
             centers.append(it["scale_center"])
@@ -72,4 +78,5 @@ def reconstruct(
         "spread": np.concatenate(spreads),
         "center": np.concatenate(centers),
         "ch_names": names,
+        **({"codes": window_codes} if keep_codes else {}),
     }
