@@ -250,6 +250,25 @@ def test_resume_continues_the_same_loss_curve(token_root, tmp_path, fused_optimi
         assert torch.equal(value, b.state_dict()[key]), key
 
 
+def test_compiled_blocks_train_as_the_eager_model_and_save_under_its_names(token_root, tmp_path):
+    # one corpus: one shape to compile (each new channel count is a recompilation, minutes on 2 cores)
+    myo = [str(token_root / "tokens" / "myo")]
+    common = dict(tokens=myo, steps=3, eval_every=100, save_every=100, log_every=1)
+    pretrain(_args(token_root, tmp_path / "eager", **common))
+    pretrain(_args(token_root, tmp_path / "compiled", compile=True, **common))
+
+    def losses(run):
+        rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+        return [r["train/loss"] for r in rows if "train/loss" in r]
+
+    assert losses(tmp_path / "compiled") == pytest.approx(losses(tmp_path / "eager"), rel=1e-4)
+    eager = BiotokFoundation.from_pretrained(tmp_path / "eager" / "final").state_dict()
+    compiled = BiotokFoundation.from_pretrained(tmp_path / "compiled" / "final").state_dict()
+    assert compiled.keys() == eager.keys()
+    for key, value in eager.items():
+        assert torch.allclose(value, compiled[key], atol=1e-4), key
+
+
 def test_raw_patch_input_trains(token_root, tmp_path):
     out = tmp_path / "patches"
     pretrain(
