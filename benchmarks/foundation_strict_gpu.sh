@@ -58,12 +58,12 @@ fi
 # and one seed's 11 folds x 3 fractions in one process did not fit a 600 s call
 mkdir -p "$out/parts"
 job=0
+gpus=(${GPUS:-0 1})
+IFS='|' read -ra groups <<< "${ROWS:-foundation (linear probe),foundation (fine-tuned),from scratch}"
 for task in ${TASKS:-eegbci_mi eegbci_eyes myo_armband_gestures}; do
     for seed in ${SEEDS:-0 1 2}; do
         for fraction in ${FRACTIONS:-0.1 0.3 1}; do
-            IFS='|' read -ra groups <<< "${ROWS:-foundation (linear probe),foundation (fine-tuned),from scratch}"
             for g in "${!groups[@]}"; do  # ROWS: row groups split by '|', one process each
-                gpus=(${GPUS:-0 1})
                 gpu=${gpus[$((job % ${#gpus[@]}))]}
                 name="$task-${POOLING:-mean}-s$seed-f$fraction-r$g"
                 CUDA_VISIBLE_DEVICES=$gpu timeout "${TIMEOUT:-0}" python -m finetune.classify --task "$task" \

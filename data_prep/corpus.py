@@ -348,19 +348,22 @@ class Corpus:
         view._use(self.dataset.select(list(indices)))
         return view
 
-    def split_by_subject(self, holdout_fraction: float) -> tuple[Corpus, Corpus]:
-        """(train, held-out) views; whole subjects are held out, chosen by a hash of their names.
-
-        With a single subject nothing can be held out and the held-out view is empty."""
-        subjects = self.column("subject")
-        unique = sorted(set(subjects), key=lambda s: hashlib.sha256(s.encode()).hexdigest())
+    def held_out_subjects(
+        self, holdout_fraction: float, holdout_subjects: dict[str, list[str]] | None = None
+    ) -> set[str]:
+        """The subjects `holdout_subjects[self.name]` where given, else whole subjects chosen by a hash of
+        their names (`holdout_fraction` of them, at least one; none when the corpus has a single subject)."""
+        if holdout_subjects and self.name in holdout_subjects:
+            return set(holdout_subjects[self.name])
+        unique = sorted(set(self.column("subject")), key=lambda s: hashlib.sha256(s.encode()).hexdigest())
         n_out = int(round(holdout_fraction * len(unique))) if len(unique) > 1 else 0
         if len(unique) > 1 and holdout_fraction > 0:
             n_out = max(1, n_out)
-        return self.split_subjects(set(unique[:n_out]))
+        return set(unique[:n_out])
 
-    def split_subjects(self, held: set[str]) -> tuple[Corpus, Corpus]:
-        """(train, held-out) views for a given set of held-out subjects; unknown names are an error."""
+    def subject_indices(self, held: set[str]) -> tuple[list[int], list[int]]:
+        """(train, held-out) window indices, in corpus order, for a set of held-out subjects; unknown
+        names are an error."""
         subjects = self.column("subject")
         missing = set(held) - set(subjects)
         if missing:
@@ -370,15 +373,30 @@ class Corpus:
             )
         train = [i for i, s in enumerate(subjects) if s not in held]
         test = [i for i, s in enumerate(subjects) if s in held]
+        return train, test
+
+    def split_by_subject(self, holdout_fraction: float) -> tuple[Corpus, Corpus]:
+        """(train, held-out) views; whole subjects are held out, chosen by a hash of their names.
+
+        With a single subject nothing can be held out and the held-out view is empty."""
+        return self.split_subjects(self.held_out_subjects(holdout_fraction))
+
+    def split_subjects(self, held: set[str]) -> tuple[Corpus, Corpus]:
+        """(train, held-out) views for a given set of held-out subjects; unknown names are an error."""
+        train, test = self.subject_indices(held)
         return self.select(train), self.select(test)
 
     def split(
         self, holdout_fraction: float, holdout_subjects: dict[str, list[str]] | None = None
     ) -> tuple[Corpus, Corpus]:
         """The subjects `holdout_subjects[self.name]` held out where given, else the hash split."""
-        if holdout_subjects and self.name in holdout_subjects:
-            return self.split_subjects(set(holdout_subjects[self.name]))
-        return self.split_by_subject(holdout_fraction)
+        return self.split_subjects(self.held_out_subjects(holdout_fraction, holdout_subjects))
+
+    def split_indices(
+        self, holdout_fraction: float, holdout_subjects: dict[str, list[str]] | None = None
+    ) -> tuple[list[int], list[int]]:
+        """The (train, held-out) window indices behind `split`, in corpus order."""
+        return self.subject_indices(self.held_out_subjects(holdout_fraction, holdout_subjects))
 
     def __len__(self) -> int:
         return len(self.dataset)

@@ -491,9 +491,8 @@ def merge_results(parts: list[dict]) -> dict:
                 )
     by_fraction: dict[float, dict[str, dict]] = {}
     for part in parts:
-        fractions = {**part.get("by_fraction", {}), str(part.get("label_fraction", 1.0)): part["rows"]}
-        for fraction, rows in fractions.items():
-            into = by_fraction.setdefault(float(fraction), {})
+        for fraction, rows in rows_by_fraction(part).items():
+            into = by_fraction.setdefault(fraction, {})
             for row, body in rows.items():
                 have = into.setdefault(row, {"confusion": np.zeros_like(body["confusion"]), "seeds": []})
                 twice = {s["seed"] for s in have["seeds"]} & {s["seed"] for s in body["seeds"]}
@@ -705,16 +704,18 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def label_efficiency(results: dict) -> dict[str, dict[float, dict]]:
-    """Per row: balanced-accuracy summary at each label fraction (the full set's from "rows")."""
+def rows_by_fraction(results: dict) -> dict[float, dict]:
+    """Every label fraction's rows, the largest fraction's ("rows") included, by fraction, ascending."""
     by_fraction = {float(f): rows for f, rows in results.get("by_fraction", {}).items()}
     by_fraction[float(results.get("label_fraction", 1.0))] = results["rows"]
+    return dict(sorted(by_fraction.items()))
+
+
+def label_efficiency(results: dict) -> dict[str, dict[float, dict]]:
+    """Per row: balanced-accuracy summary at each label fraction the row ran at."""
+    by_fraction = rows_by_fraction(results)
     return {
-        row: {
-            f: rows[row]["summary"]["balanced_accuracy"]
-            for f, rows in sorted(by_fraction.items())
-            if row in rows
-        }
+        row: {f: rows[row]["summary"]["balanced_accuracy"] for f, rows in by_fraction.items() if row in rows}
         for row in results["rows"]
     }
 

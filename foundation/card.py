@@ -97,16 +97,17 @@ def tokenizer_metrics(
     for name, corpus in corpora.items():
         if corpus.preset.name not in model.config.modalities:
             continue
-        _, held = corpus.split(holdout, held_subjects)
-        if len(held) == 0:
+        _, held_index = corpus.split_indices(holdout, held_subjects)
+        if not held_index:
             continue
+        held = corpus.select(held_index)
         levels = model.config.n_levels
         fewer = [n for n in CARD_LEVELS if n < levels]
         rows = reconstruct(
             model, held, [*fewer, levels], batch_size, model.device, keep_codes=held_codes is not None
         )
         if held_codes is not None:
-            held_codes[name] = dict(zip(held_rows(corpus, holdout, held_subjects), rows["codes"]))
+            held_codes[name] = dict(zip(held_index, rows["codes"]))
         quality = row_metrics(rows["target"], rows["estimate"][levels])
         usage = codebook_stats(rows["counts"])
         result[name] = {
@@ -198,24 +199,16 @@ def measure(
 UNIGRAM_WINDOWS = 32
 
 
-def held_rows(corpus: Corpus, fraction: float, named: dict[str, list[str]] | None) -> list[int]:
-    """The indices of `corpus`'s held-out windows, in the order of its held-out view."""
-    _, held = corpus.split(fraction, named)
-    subjects = set(held.column("subject"))
-    return [i for i, subject in enumerate(corpus.column("subject")) if subject in subjects]
-
-
 def card_windows(corpus: Corpus, fraction: float, named: dict[str, list[str]]) -> list[int]:
     """The windows the foundation card reads: every held-out window, and a strided sample of the
     training windows (at least one per training subject, so that the subject split is unchanged)."""
-    held = held_rows(corpus, fraction, named)
-    train_rows, first_of_each, is_held = [], {}, set(held)
-    for i, subject in enumerate(corpus.column("subject")):
-        if i not in is_held:
-            train_rows.append(i)
-            first_of_each.setdefault(subject, i)
+    train_rows, held_rows = corpus.split_indices(fraction, named)
+    subjects = corpus.column("subject")
+    first_of_each = {}
+    for i in train_rows:
+        first_of_each.setdefault(subjects[i], i)
     sample = train_rows[:: max(1, len(train_rows) // UNIGRAM_WINDOWS)]
-    return sorted({*held, *sample, *first_of_each.values()})
+    return sorted({*held_rows, *sample, *first_of_each.values()})
 
 
 def render_tokenizer(metrics: dict[str, dict]) -> str:
