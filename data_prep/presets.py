@@ -89,6 +89,12 @@ PRESETS: dict[str, Preset] = {
     "ecg": Preset(
         "ecg", "ecg", 200.0, 0.5, 45.0, patch_len=40, window_s=5.0, min_sfreq=100.0, scale_uv=1000.0
     ),
+    # ECG in 1 s patches (as EEG), what the shipped sources and tokenizer use: a patch holds a whole
+    # QRS-T complex, and a token's 40-320 bits per channel-second are rates where learned codes beat a
+    # DCT; at the 0.2 s patch's 200-1,600 a DCT is nearly lossless (docs/BENCHMARKS.md, issue 16)
+    "ecg_1s": Preset(
+        "ecg_1s", "ecg", 200.0, 0.5, 45.0, patch_len=200, window_s=5.0, min_sfreq=100.0, scale_uv=1000.0
+    ),
 }
 
 

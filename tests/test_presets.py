@@ -124,3 +124,25 @@ def test_windows_take_labels_from_events():
     assert [e["description"] for e in ws[2].events] == ["T1", "T2"] and ws[2].events[1][
         "onset"
     ] == pytest.approx(0.2)
+
+
+def test_ecg_in_1s_patches_holds_whole_beats_at_eegs_bit_rates():
+    """`ecg_1s`, the packaged sources' ECG preset: every patch of a 60-90 bpm ECG holds an R peak (the
+    0.2 s patch of `ecg` mostly does not), and a token costs ECG what it costs EEG per channel-second."""
+    from data_prep.synthetic import make_ecg
+    from tokenizer.config import TokenizerConfig
+
+    data, beats = make_ecg(0, 30.0)
+    rec = Recording(data, 360.0, ["MLII", "V5"], "uV", "ecg")
+    r_peaks = np.array([t for t, _ in beats])
+    for name, share in (("ecg_1s", 1.0), ("ecg", 0.4)):
+        preset = PRESETS[name]
+        out = preprocess(rec, name)
+        n_patches = out.n_times // preset.patch_len
+        starts = np.arange(n_patches) * preset.patch_s
+        with_peak = [np.any((r_peaks >= s) & (r_peaks < s + preset.patch_s)) for s in starts]
+        assert (np.mean(with_peak) == 1.0) if share == 1.0 else (np.mean(with_peak) < share), name
+    assert "ecg_1s" in TokenizerConfig.from_size("tiny").modalities  # the default presets
+    config = TokenizerConfig.from_size("tiny", presets=["eeg", "ecg", "ecg_1s"])
+    assert config.bits_per_channel_second("ecg_1s") == config.bits_per_channel_second("eeg")
+    assert config.bits_per_channel_second("ecg") == 5 * config.bits_per_channel_second("eeg")

@@ -15,6 +15,7 @@ DEFAULT_KERNELS = {
     "emg": [[41, 17], [25, 11], [13, 7], [5, 3]],
     "emg_200hz": [[11, 5], [7, 5], [5, 3], [3, 3]],
     "ecg": [[11, 5], [7, 5], [5, 3], [3, 3]],
+    "ecg_1s": [[21, 9], [15, 7], [9, 5], [5, 3]],  # EEG's: the same 200 samples at 200 Hz
 }
 
 # What new models use (issue 16): an amplitude-preserving linear patch embedding, a waveform objective,
@@ -186,10 +187,10 @@ class TokenizerConfig(PretrainedConfig):
     def from_size(
         cls, size: str, presets: list[str] | None = None, channel_vocab: list[str] | None = None, **overrides
     ) -> TokenizerConfig:
-        """A named size ("tiny", "small", "base") for the given presets (default eeg, emg, ecg)."""
+        """A named size ("tiny", "small", "base") for the given presets (default eeg, emg, ecg_1s)."""
         if size not in SIZES:
             raise ValueError(f"unknown size {size!r}; known: {sorted(SIZES)}")
-        presets = presets or ["eeg", "emg", "ecg"]
+        presets = presets or ["eeg", "emg", "ecg_1s"]
         modalities = {}
         for name in presets:
             preset = PRESETS[name]
