@@ -14,6 +14,8 @@
 # Data: synthetic emg2qwerty-format sessions (USERS x SESSIONS x SESSION_S; TIER=hard for the hard tier,
 # data_prep.synthetic.make_hard_emg_session, e.g. USERS=16), generic split = user 0
 # held out; the foundation model is pretrained on the training users' sessions only.
+# JOBS (default 7) runs train side by side on one GPU, which time-slices between processes (no MPS): 9 runs
+# with beam + LM decoding on the hard tier finished none in a 440 s call (docs/BENCHMARKS.md, issue 18).
 set -euo pipefail
 phase=$1
 out=$2

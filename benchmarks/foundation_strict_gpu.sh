@@ -9,7 +9,9 @@
 # VARIANTS (default "names tied") picks the pretraining variants, GPU_A / GPU_B (default 0 / 1) the GPU of
 # each fold group. MODE=classify: TASKS, SEEDS (default "0 1 2"), FRACTIONS of the labels (default "0.1 0.3
 # 1"), POOLING (mean), ROWS (row groups split by '|', one process each; default the three neural rows in
-# one), GPUS ("0 1"), JOBS in flight (12), TIMEOUT per process (0: none); writes
+# one), GPUS ("0 1"), JOBS in flight (12), TIMEOUT per process (0: none); SEEDS="0,1,2" (commas) runs the
+# seeds one after another in one process: a GPU time-slices between processes (no MPS), so more than one or
+# two fine-tunings per GPU crawl (motor imagery's 11 folds never finished at 6-18 per GPU); writes
 # OUT/<task>-<pooling> (results.json, table.md, label_efficiency.png) from the parts in OUT/parts.
 # MODE=ship holds out the subjects the shipped tokenizer held out (its card measures both on them) and
 # trains for STEPS (default 7000) or MAX_SECONDS on GPU_SHIP (default 0).
@@ -65,7 +67,7 @@ for task in ${TASKS:-eegbci_mi eegbci_eyes myo_armband_gestures}; do
         for fraction in ${FRACTIONS:-0.1 0.3 1}; do
             for g in "${!groups[@]}"; do  # ROWS: row groups split by '|', one process each
                 gpu=${gpus[$((job % ${#gpus[@]}))]}
-                name="$task-${POOLING:-mean}-s$seed-f$fraction-r$g"
+                name="$task-${POOLING:-mean}-s${seed//,/_}-f$fraction-r$g"
                 CUDA_VISIBLE_DEVICES=$gpu timeout "${TIMEOUT:-0}" python -m finetune.classify --task "$task" \
                     --codes_file "$in/$task.safetensors" --foundation "$models/${VARIANT:-tied}" \
                     --rows "${groups[$g]}" --seeds "$seed" --pooling "${POOLING:-mean}" \

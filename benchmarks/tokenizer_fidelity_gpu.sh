@@ -29,14 +29,15 @@ if [ "$mode" = ablation ]; then
     exit 0
 fi
 
-# final: the shipped recipe; OVERRIDES are TokenizerConfig fields over the small size
+# final: the shipped recipe; OVERRIDES are TokenizerConfig fields over the small size, EXTRA more
+# arguments of tokenizer.train (e.g. EXTRA=--augment_leads)
 c=$work/corpora
 python -m tokenizer.train --corpora "$c/eegbci" "$c/eegbci_more" "$c/grabmyo" "$c/myo" "$c/ecg" \
     --holdout_subjects '{"eegbci_more": ["013", "014"]}' \
     --weights '{"eegbci": 0.2, "eegbci_more": 0.3, "grabmyo": 0.1, "myo": 0.2, "ecg": 0.2}' \
     --size small --overrides "${OVERRIDES:-"{}"}" --steps "$steps" --batch_size "${BATCH:-128}" --lr "${LR:-1.5e-3}" \
     --warmup_steps 200 --log_every 100 --eval_every $((steps / 4)) --eval_batches 8 --save_every "$steps" \
-    --mixed_precision bf16 --max_seconds "${MAX_SECONDS:-0}" --progress false --out "$work/run"
+    --mixed_precision bf16 --max_seconds "${MAX_SECONDS:-0}" --progress false --out "$work/run" ${EXTRA:-}
 # the lent machine returns at most 8 files of 16 MiB: the weights come back in parts
 # (cat model.safetensors.part-* > model.safetensors)
 cp "$work/run/log.jsonl" "$work/run/train_args.json" "$work/run/final/config.json" "$out/"
