@@ -6,7 +6,7 @@
 #   MODE=classify bash benchmarks/foundation_strict_gpu.sh CODES  MODELS OUT    # every task, both GPUs
 #   MODE=ship     bash benchmarks/foundation_strict_gpu.sh TOKENS MODELS OUT    # the shipped foundation-small
 #
-# VARIANTS (default "names tied") picks the pretraining variants, GPU_A / GPU_B (default 0 / 1) the GPU of
+# VARIANTS (default "names tied"; also "copy") picks the pretraining variants, GPU_A / GPU_B (default 0 / 1) the GPU of
 # each fold group. MODE=classify: TASKS, SEEDS (default "0 1 2"), FRACTIONS of the labels (default "0.1 0.3
 # 1"), POOLING (mean), ROWS (row groups split by '|', one process each; default the three neural rows in
 # one), GPUS ("0 1"), JOBS in flight (12), TIMEOUT per process (0: none); SEEDS="0,1,2" (commas) runs the
@@ -47,6 +47,8 @@ if [ "${MODE:-pretrain}" = pretrain ]; then
         case $variant in
             names) overrides='{"position_embed": true}' ;;
             tied) overrides=$TIED ;;
+            # frozen code embeddings + the scalp/time attention bias (docs/BENCHMARKS.md, issue 17)
+            copy) overrides='{"position_embed": true, "tie_heads": true, "frozen_code_embed": true, "spatial_bias": true}' ;;
             *) echo "unknown variant $variant" >&2; exit 2 ;;
         esac
         pre "${GPU_A:-0}" "$variant/a" "$A" "$overrides" "${STEPS:-3000}" "${MAX_SECONDS:-370}" 1500 &

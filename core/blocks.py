@@ -109,6 +109,8 @@ def attention(
     (3x slower here). Zero-padding q, k and v to the next multiple of 8 leaves every score and output
     unchanged (the scale stays 1/sqrt(head)), and the padding is cut off again."""
     head = q.shape[-1]
+    if attn_mask is not None and attn_mask.is_floating_point():
+        attn_mask = attn_mask.to(q.dtype)  # an additive bias must match the (autocast) query dtype
     pad = -head % 8
     if pad:
         q, k, v = (F.pad(x, (0, pad)) for x in (q, k, v))

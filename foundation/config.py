@@ -45,6 +45,8 @@ class FoundationConfig(PretrainedConfig):
         symmetric_masking: bool = False,
         position_embed: bool = False,
         tie_heads: bool = False,
+        spatial_bias: bool = False,
+        frozen_code_embed: bool = False,
         **kwargs,
     ):
         if input_kind not in ("tokens", "patches"):
@@ -53,6 +55,8 @@ class FoundationConfig(PretrainedConfig):
             raise ValueError("tie_heads scores codes by their input embeddings: it needs input_kind 'tokens'")
         if d_model % n_heads:
             raise ValueError(f"d_model {d_model} is not divisible by n_heads {n_heads}")
+        if spatial_bias and not position_embed:
+            raise ValueError("spatial_bias scores attention by electrode distance: it needs position_embed")
         if not 0 < mask_ratio < 1:
             raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio}")
         self.n_scales, self.n_levels, self.codebook_size = n_scales, n_levels, codebook_size
@@ -66,6 +70,12 @@ class FoundationConfig(PretrainedConfig):
         self.dropout, self.max_patches = dropout, max_patches
         self.mask_ratio, self.symmetric_masking = mask_ratio, symmetric_masking
         self.position_embed, self.tie_heads = position_embed, tie_heads
+        # every head's attention logits minus a learnt slope x the electrodes' distance (ALiBi over the
+        # scalp): the nearest electrode's code is the best single guess of a masked one (issue 17)
+        self.spatial_bias = spatial_bias
+        # code embeddings kept at their random initialisation: pretraining otherwise folds a head's 1024
+        # codes into a few directions, from which no head can read a copied neighbour's code back (issue 17)
+        self.frozen_code_embed = frozen_code_embed
         super().__init__(**kwargs)
 
     @classmethod

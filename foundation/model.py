@@ -6,6 +6,7 @@ Shapes: B batch, C channels, P patches per channel, S scales, Q levels (the pred
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -64,6 +65,7 @@ class BiotokFoundation(PreTrainedModel):
             # the sum of one embedding per (scale, level) code, as one bag lookup
             self.code_embed = nn.EmbeddingBag(s * q * k, d, mode="sum")
             self.register_buffer("code_offsets", torch.arange(s * q).view(s, q) * k, persistent=False)
+            self.code_embed.weight.requires_grad_(not config.frozen_code_embed)
         else:
             self.stems = nn.ModuleDict(
                 {
@@ -75,6 +77,11 @@ class BiotokFoundation(PreTrainedModel):
         self.channel_embed = nn.Embedding(len(config.channel_vocab) + 1, d, padding_idx=0)
         if config.position_embed:  # electrode positions: which channels are neighbours, for every montage
             add_channel_positions(self, config.channel_vocab, d)
+        if config.spatial_bias:  # per-head slopes, log-parameterised, ALiBi-like from 0.5 to 16 per dm
+            self.spatial_log_slope = nn.Parameter(torch.empty(config.n_heads))
+            # and per patch of time apart: without it the same electrode's other patches (distance 0,
+            # the weakest copy) would be every head's nearest keys
+            self.time_log_slope = nn.Parameter(torch.empty(config.n_heads))
         self.time_embed = nn.Embedding(config.max_patches, d)
         self.modality_embed = nn.Embedding(max(1, len(self.modality_names)), d)
         self.encoder = Transformer(d, config.n_layers, config.n_heads, config.dropout)
@@ -91,6 +98,10 @@ class BiotokFoundation(PreTrainedModel):
         init_weights(module)
         if isinstance(module, BiotokFoundation):
             nn.init.trunc_normal_(module.mask_embed, std=0.02)
+            if hasattr(module, "spatial_log_slope"):
+                heads = module.spatial_log_slope.numel()
+                module.spatial_log_slope.data.copy_(torch.linspace(math.log(0.5), math.log(16.0), heads))
+                module.time_log_slope.data.fill_(math.log(2.0))
             if hasattr(module, "code_offsets"):
                 s, q = module.code_offsets.shape
                 module.code_offsets.copy_(torch.arange(s * q).view(s, q) * module.config.codebook_size)
@@ -144,7 +155,29 @@ class BiotokFoundation(PreTrainedModel):
             + self.modality_embed.weight[self.modality_names.index(modality)]
         )
         attend = (channel_ids > 0)[:, :, None].expand(b, c, p).reshape(b, 1, 1, c * p)
+        if self.config.spatial_bias:
+            attend = self.spatial_attention_bias(channel_ids, p, attend)
         return self.encoder(x.reshape(b, c * p, d), attend).view(b, c, p, d)
+
+    def spatial_attention_bias(
+        self, channel_ids: torch.Tensor, n_patches: int, attend: torch.Tensor
+    ) -> torch.Tensor:
+        """Additive attention mask `(B, heads, C*P, C*P)`: -slope x distance (dm) between the two
+        positions' electrodes (0 where either channel has no 10-05 position) - another slope x patches
+        apart, -inf at padding keys."""
+        pos = self.channel_pos[channel_ids]  # (B, C, 4): x, y, z in dm, 1 where placed
+        placed = pos[..., 3]
+        dist = torch.cdist(pos[..., :3], pos[..., :3]) * (placed[:, :, None] * placed[:, None, :])
+        slope = self.spatial_log_slope.exp()
+        bias = -slope[None, :, None, None] * dist[:, None]  # (B, H, C, C)
+        b, h, c, _ = bias.shape
+        steps = torch.arange(n_patches, device=bias.device)
+        time = (
+            -self.time_log_slope.exp()[:, None, None] * (steps[:, None] - steps[None, :]).abs()
+        )  # (H, P, P)
+        bias = bias[:, :, :, None, :, None] + time[None, :, None, :, None, :]
+        bias = bias.reshape(b, h, c * n_patches, c * n_patches)
+        return bias.masked_fill(~attend, float("-inf"))
 
     def forward(
         self,

@@ -142,6 +142,60 @@ def test_electrode_positions_make_neighbouring_channels_alike(tmp_path, tokenize
     assert torch.equal(channel_vectors(loaded.eval(), ids), channel_vectors(model, ids))
 
 
+def test_spatial_bias_favours_near_electrodes_and_round_trips(tmp_path, tokenizer):
+    # ALiBi over the scalp: every head's logit toward a key is lowered by its slope x the electrodes'
+    # distance, so a masked patch starts out looking at its neighbours; padding keys are never attended
+    torch.manual_seed(0)
+    with pytest.raises(ValueError, match="spatial_bias .* needs position_embed"):
+        FoundationConfig(spatial_bias=True)
+    config = FoundationConfig.from_tokenizer(
+        tokenizer.config, "tiny", n_target_levels=2, position_embed=True, spatial_bias=True
+    )
+    model = BiotokFoundation(config).eval()
+    ids = torch.cat([model.channel_ids([["C3", "C1", "O2"]], "eeg"), torch.zeros(1, 1, dtype=torch.long)], 1)
+    n_patches = 2
+    attend = (ids > 0)[:, :, None].expand(1, 4, n_patches).reshape(1, 1, 1, -1)
+    bias = model.spatial_attention_bias(ids, n_patches, attend).detach()  # (1, heads, 8, 8)
+    c3, c1, o2, pad = 0, 2, 4, 6  # the first patch of each channel
+    assert (bias[0, :, c3, c3] == 0).all() and (bias[0, :, c3, c3 + 1] < 0).all()  # one patch later
+    assert (bias[0, :, c3, c1] < 0).all() and (bias[0, :, c3, o2] < 3 * bias[0, :, c3, c1]).all()
+    assert torch.isinf(bias[0, :, :, pad]).all()
+    steep, shallow = bias[0, :, c3, o2].argmin(), bias[0, :, c3, o2].argmax()
+    assert steep != shallow  # heads start with different reaches
+    codes = torch.randint(0, config.codebook_size, (1, 4, n_patches, config.n_scales, config.n_levels))
+    mask = torch.zeros(1, 4, n_patches, dtype=torch.bool)
+    mask[0, 0, 0] = True
+    model.train()(codes, ids, "eeg", mask).loss.backward()
+    assert model.spatial_log_slope.grad.abs().sum() > 0 and model.time_log_slope.grad.abs().sum() > 0
+    model.save_pretrained(tmp_path)
+    loaded = BiotokFoundation.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        want = model.eval().encode(ids, "eeg", codes=codes, mask=mask)
+        assert torch.allclose(loaded.encode(ids, "eeg", codes=codes, mask=mask), want, atol=1e-6)
+
+
+def test_frozen_code_embeddings_stay_random_while_the_rest_trains(tokenizer):
+    # pretraining folded trainable code embeddings into a few directions per head (foundation-small: 95%
+    # of codes read back from an input sum at initialisation, 1% after pretraining); frozen ones keep
+    # every code identifiable, so a tied head can copy a neighbour's code
+    torch.manual_seed(0)
+    config = FoundationConfig.from_tokenizer(
+        tokenizer.config, "tiny", n_target_levels=2, tie_heads=True, frozen_code_embed=True
+    )
+    model = BiotokFoundation(config)
+    before = model.code_embed.weight.detach().clone()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    codes = torch.randint(0, config.codebook_size, (2, 3, 4, config.n_scales, config.n_levels))
+    ids = model.channel_ids([["C3", "Cz", "C4"]] * 2, "eeg")
+    mask = random_mask(ids > 0, 4, 0.5, torch.Generator().manual_seed(0))
+    first = model(codes, ids, "eeg", mask)
+    first.loss.backward()
+    optimizer.step()
+    assert torch.equal(model.code_embed.weight, before) and model.code_embed.weight.grad is None
+    assert float(model(codes, ids, "eeg", mask).loss) < float(first.loss)  # the rest of the model learns
+    assert not FoundationConfig().frozen_code_embed  # saved configs without the field load as trained
+
+
 def test_tied_heads_score_codes_by_their_input_embedding(tmp_path, tokenizer):
     # every visible code is 0, the masked position's target is code 5: only a tied head's loss reaches
     # code 5's embedding row (an untied model has a separate output row for it)
