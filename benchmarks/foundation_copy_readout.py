@@ -28,14 +28,10 @@ def readout_accuracy(model: BiotokFoundation, n: int = 4096, seed: int = 0, bias
     size = model.config.codebook_size
     codes = torch.randint(0, size, (n, scales, levels), generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
-        inputs = model.code_embed((codes + offsets).reshape(n, -1))
-        if model.config.tie_heads:
-            logits = torch.nn.functional.linear(
-                inputs, model.code_embed.weight, model.head_bias if bias else None
-            )
-        else:
-            logits = model.head(inputs)
-    return float((logits.view(n, scales, levels, size).argmax(-1) == codes).float().mean())
+        logits = model.code_logits(model.code_embed((codes + offsets).reshape(n, -1)))
+        if not bias and model.config.tie_heads:
+            logits = logits - model.head_bias.view(scales, levels, size)
+    return float((logits.argmax(-1) == codes).float().mean())
 
 
 def main() -> None:

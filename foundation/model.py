@@ -179,6 +179,15 @@ class BiotokFoundation(PreTrainedModel):
         bias = bias.reshape(b, h, c * n_patches, c * n_patches)
         return bias.masked_fill(~attend, float("-inf"))
 
+    def code_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Scores `(M, S, Q, K)` of every head's codes from hidden states `(M, d)`."""
+        if self.config.tie_heads:
+            logits = nn.functional.linear(hidden, self.code_embed.weight, self.head_bias)
+        else:
+            logits = self.head(hidden)
+        cfg = self.config
+        return logits.view(-1, cfg.n_scales, cfg.n_target_levels, cfg.codebook_size)
+
     def forward(
         self,
         codes: torch.Tensor,
@@ -194,15 +203,11 @@ class BiotokFoundation(PreTrainedModel):
         when the caller built them before moving the mask to the GPU: finding them there would make
         the host wait for the GPU at every step."""
         cfg = self.config
-        s, q, k = cfg.n_scales, cfg.n_target_levels, cfg.codebook_size
+        s, q = cfg.n_scales, cfg.n_target_levels
         hidden = self.encode(channel_ids, modality, codes=codes, patches=patches, mask=mask)
         index = masked_positions(mask) if masked_index is None else masked_index.to(hidden.device)
         picked = hidden.reshape(-1, hidden.shape[-1]).index_select(0, index)
-        if cfg.tie_heads:
-            logits = nn.functional.linear(picked, self.code_embed.weight, self.head_bias)
-        else:
-            logits = self.head(picked)
-        logits = logits.view(-1, s, q, k).float()  # (M, S, Q, K): masked only
+        logits = self.code_logits(picked).float()  # (M, S, Q, K): masked only
         targets = codes.reshape(-1, *codes.shape[3:]).index_select(0, index)[..., :q]  # (M, S, Q)
         per_token = F.cross_entropy(logits.permute(0, 3, 1, 2), targets, reduction="none")  # (M, S, Q)
         n_masked = torch.tensor(per_token.shape[0], device=per_token.device)
