@@ -14,6 +14,8 @@
 # Data: synthetic emg2qwerty-format sessions (USERS x SESSIONS x SESSION_S; TIER=hard for the hard tier,
 # data_prep.synthetic.make_hard_emg_session, e.g. USERS=16), generic split = user 0
 # held out; the foundation model is pretrained on the training users' sessions only.
+# EXTRA: flags for every run, e.g. "--decode_workers 4" (beam searches in 4 processes each).
+# GPUS (e.g. 0,1) spreads the runs over several GPUs, each run on the least busy one.
 # JOBS (default 7) runs train side by side on one GPU, which time-slices between processes (no MPS): 9 runs
 # with beam + LM decoding on the hard tier finished none in a 440 s call (docs/BENCHMARKS.md, issue 18).
 set -euo pipefail
@@ -63,11 +65,14 @@ EOF
     fi
     # the background runs read a private copy of the code: the device re-syncs the working tree on
     # every call, and a process importing during a sync fails (it cost one run of the first session)
-    rm -rf "$work/code" && mkdir -p "$work/code" && cp -r data_prep tokenizer foundation finetune pretrained_models "$work/code/"
+    rm -rf "$work/code" && mkdir -p "$work/code" && cp -r data_prep tokenizer foundation finetune core "$work/code/"
+    # the shipped models may stay behind (the call's 64 MiB): only the foundation-backed row reads one
+    if [ -d pretrained_models ]; then cp -r pretrained_models "$work/code/"; fi
     cd "$work/code"
     setsid nohup env PYTHONPATH="$work/code:${PYTHONPATH:-}" python -m finetune.emg2qwerty_table --data "$work/data/emg2qwerty" --out "$work/table" \
         --steps "$steps" --seeds "${SEEDS-0,1,2}" --rows "${ROWS:-}" --runs "${RUNS:-}" --foundation "$foundation" \
-        --mixed_precision bf16 --jobs "${JOBS:-7}" > "$work/table.log" 2>&1 < /dev/null &
+        --mixed_precision bf16 --jobs "${JOBS:-7}" --gpus "${GPUS:-}" \
+        --extra "${EXTRA:-}" > "$work/table.log" 2>&1 < /dev/null &
     sleep 5
     cat "$work/table.log"
     nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv

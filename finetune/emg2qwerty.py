@@ -114,6 +114,13 @@ class CTCTrainArgs:
         default="0,0.5,1.0,1.5", metadata={"help": "insertion bonuses tried by --lm_tune"}
     )
     beam: int = 50
+    decode_workers: int = field(
+        default=1,
+        metadata={
+            "help": "processes that run the beam searches (LM tuning grid, test sessions) side by side: "
+            "beam search is pure Python, one core each"
+        },
+    )
     augment: bool = field(
         default=True,
         metadata={
@@ -232,6 +239,29 @@ def session_emissions(model: EmgCTCModel, sessions: list[LabelledSession], devic
     return emissions
 
 
+_FORKED_JOBS: list[tuple] = []  # what forked decoding workers read: inherited, never pickled
+
+
+def _beam_search_job(index: int) -> list[int]:
+    return beam_search(*_FORKED_JOBS[index])
+
+
+def _beam_searches(jobs: list[tuple], workers: int) -> list[list[int]]:
+    """`beam_search(*job)` for every job, in order; in `workers` forked processes when above 1."""
+    if workers <= 1 or len(jobs) <= 1:
+        return [beam_search(*job) for job in jobs]
+    import multiprocessing
+
+    # fork: the children inherit the jobs (emissions on the CPU, the LM) and only run Python over them,
+    # never CUDA; only the decoded label lists come back
+    _FORKED_JOBS[:] = jobs
+    try:
+        with multiprocessing.get_context("fork").Pool(min(workers, len(jobs))) as pool:
+            return pool.map(_beam_search_job, range(len(jobs)), chunksize=1)
+    finally:
+        _FORKED_JOBS.clear()
+
+
 def tune_lm(
     emissions: list[torch.Tensor], sessions: list[LabelledSession], lm: CharNGramLM, args: CTCTrainArgs
 ) -> dict:
@@ -239,13 +269,19 @@ def tune_lm(
     Frame rates and confidence differ between models (a 125 Hz TDS-ConvNet deletes keys under settings
     chosen for a 100 Hz transformer), so each trained model gets its own."""
     targets = [s.labels(0, s.signal.shape[1]).tolist() for s in sessions]
+    pairs = [
+        (weight, bonus)
+        for weight in map(float, args.lm_weights.split(","))
+        for bonus in map(float, args.insertion_bonuses.split(","))
+    ]
+    jobs = [(emission, lm, args.beam, w, b) for w, b in pairs for emission in emissions]
+    decoded = iter(_beam_searches(jobs, args.decode_workers))
     grid = []
-    for weight in map(float, args.lm_weights.split(",")):
-        for bonus in map(float, args.insertion_bonuses.split(",")):
-            total = EditCounts()
-            for target, emission in zip(targets, emissions):
-                total = total + edit_counts(target, beam_search(emission, lm, args.beam, weight, bonus))
-            grid.append({"lm_weight": weight, "insertion_bonus": bonus, "val_cer_beam_lm": total.cer})
+    for weight, bonus in pairs:
+        total = EditCounts()
+        for target in targets:
+            total = total + edit_counts(target, next(decoded))
+        grid.append({"lm_weight": weight, "insertion_bonus": bonus, "val_cer_beam_lm": total.cer})
     best = min(grid, key=lambda row: row["val_cer_beam_lm"])
     return {**best, "grid": grid}
 
@@ -264,18 +300,19 @@ def test_sessions(
     lm_weight = args.lm_weight if lm_weight is None else lm_weight
     insertion_bonus = args.insertion_bonus if insertion_bonus is None else insertion_bonus
     totals = {"greedy": EditCounts(), "beam": EditCounts(), "beam_lm": EditCounts()}
+    emissions = session_emissions(model, sessions, device)
+    searches = {"beam": (None, args.beam, 0.0, 0.0)}
+    if lm is not None:
+        searches["beam_lm"] = (lm, args.beam, lm_weight, insertion_bonus)
+    jobs = [(e, *search) for e in emissions for search in searches.values()]
+    decoded = iter(_beam_searches(jobs, args.decode_workers))
     per_session = []
-    for session, emissions in zip(sessions, session_emissions(model, sessions, device)):
+    for session, emission in zip(sessions, emissions):
         target = session.labels(0, session.signal.shape[1]).tolist()
         row = {"session": session.name, "user": session.user, "target_length": len(target)}
-        decoders = {
-            "greedy": greedy_decode,
-            "beam": lambda e: beam_search(e, None, args.beam, insertion_bonus=0.0),
-        }
-        if lm is not None:
-            decoders["beam_lm"] = lambda e: beam_search(e, lm, args.beam, lm_weight, insertion_bonus)
-        for name, decode in decoders.items():
-            counts = edit_counts(target, decode(emissions))
+        hypotheses = {"greedy": greedy_decode(emission), **{name: next(decoded) for name in searches}}
+        for name, hypothesis in hypotheses.items():
+            counts = edit_counts(target, hypothesis)
             totals[name] = totals[name] + counts
             row[name] = asdict(counts) | {"cer": counts.cer}
         per_session.append(row)

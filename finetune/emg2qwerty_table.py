@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -66,6 +67,13 @@ class TableArgs:
     )
     mixed_precision: str = "no"
     jobs: int = field(default=1, metadata={"help": "runs trained at once (several fit one GPU)"})
+    gpus: str = field(
+        default="",
+        metadata={
+            "help": "GPU ids the runs are spread over, e.g. '0,1': each run takes the least busy one "
+            "('' = every run sees the default devices)"
+        },
+    )
     beam: int = 50
     extra: str = field(default="", metadata={"help": "extra flags for every run"})
 
@@ -148,6 +156,28 @@ def _plan(args: TableArgs, rows: list[tuple[str, list[str], str]]) -> list[tuple
     return sorted(plan, key=lambda p: (bool(deps[p[0]]), p[0] not in needed))
 
 
+class GpuPool:
+    """Spreads concurrent runs over GPU ids ("0,1"): `take` hands out the GPU running the fewest, since a
+    GPU time-slices between processes (no MPS). An empty spec hands out None (default devices)."""
+
+    def __init__(self, spec: str):
+        self.busy = dict.fromkeys((g for g in spec.split(",") if g), 0)
+        self.lock = threading.Lock()
+
+    def take(self) -> str | None:
+        if not self.busy:
+            return None
+        with self.lock:
+            gpu = min(self.busy, key=self.busy.get)
+            self.busy[gpu] += 1
+            return gpu
+
+    def give(self, gpu: str | None) -> None:
+        if gpu is not None:
+            with self.lock:
+                self.busy[gpu] -= 1
+
+
 def _folder(out: Path, row: str, seed: int) -> Path:
     return out / f"{row.replace(' ', '_').replace('+', 'plus')}" / f"seed{seed}"
 
@@ -179,10 +209,19 @@ def run_table(args: TableArgs) -> dict:
     # parallel runs share the CPU: without a limit each process's thread pools take every core
     env = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // max(1, args.jobs))), **os.environ}
 
+    gpus = GpuPool(args.gpus)
+
     def run(row: str, flags: list[str], seed: int) -> None:
         folder = _folder(out, row, seed)
         if (folder / "results.json").exists():
             return
+        gpu = gpus.take()
+        try:
+            _train(row, flags, seed, folder, gpu)
+        finally:
+            gpus.give(gpu)
+
+    def _train(row: str, flags: list[str], seed: int, folder: Path, gpu: str | None) -> None:
         flags = [
             f.replace("{SMALL}", str(_folder(out, "SMALL", seed))).replace(
                 "{TINY}", str(_folder(out, "TINY", seed))
@@ -201,8 +240,9 @@ def run_table(args: TableArgs) -> dict:
             "--out",
             str(folder),
         ]
+        run_env = env if gpu is None else {**env, "CUDA_VISIBLE_DEVICES": gpu}
         with open(folder / "run.log", "w") as log:
-            done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+            done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=run_env)
         if done.returncode:  # reported, and the table goes on with the other runs
             failures.append(f"{row} seed {seed}: exit {done.returncode}, see {folder / 'run.log'}")
             print(f"FAILED: {failures[-1]}", flush=True)

@@ -180,7 +180,8 @@ def test_lm_resolves_an_ambiguous_character_and_backspace_restores_context():
     assert context == (t, h)
 
 
-def test_lm_tuning_picks_the_weight_that_decodes_validation_best():
+@pytest.mark.parametrize("workers", [1, 2])  # 2: the grid's beam searches in forked processes, same result
+def test_lm_tuning_picks_the_weight_that_decodes_validation_best(workers):
     from finetune.emg2qwerty import CTCTrainArgs, tune_lm
 
     lm = CharNGramLM(4).fit(["the the the then there"] * 5)
@@ -197,7 +198,7 @@ def test_lm_tuning_picks_the_weight_that_decodes_validation_best():
         def labels(self, start: int, stop: int) -> np.ndarray:
             return self.target
 
-    args = CTCTrainArgs(beam=8, lm_weights="0,0.25,8", insertion_bonuses="0")
+    args = CTCTrainArgs(beam=8, lm_weights="0,0.25,8", insertion_bonuses="0", decode_workers=workers)
     tuned = tune_lm([ambiguous, clear], [Session("the"), Session("thx")], lm, args)
     cer_by_weight = {row["lm_weight"]: row["val_cer_beam_lm"] for row in tuned["grid"]}
     # no LM misreads the ambiguous key, an overweighted LM overrules the clear one; only 0.25 gets both
@@ -446,6 +447,16 @@ def test_table_plan_adds_dependencies_and_puts_them_first():
     # no foundation folder: no such row to ask for
     with pytest.raises(ConfigError, match="foundation-backed@0"):
         _plan(TableArgs(seeds="", runs="foundation-backed@0"), _runs(TableArgs()))
+
+
+def test_table_runs_go_to_the_least_busy_gpu():
+    from finetune.emg2qwerty_table import GpuPool
+
+    pool = GpuPool("0,1")
+    assert [pool.take(), pool.take(), pool.take()] == ["0", "1", "0"]
+    pool.give("1")  # GPU 1 is idle again, GPU 0 still runs two
+    assert pool.take() == "1"
+    assert GpuPool("").take() is None  # no ids: every run sees the default devices
 
 
 def test_shipping_an_unfinished_ctc_run_is_refused_naming_what_is_missing(tmp_path):
