@@ -47,7 +47,10 @@ def launch(
     cmd += ["-m", "foundation.pretrain", "--tokens", *tokens, "--size", args.size]
     cmd += ["--batch_size", str(batch), "--steps", str(args.steps), "--lr", "5e-4", "--warmup_steps", "20"]
     cmd += ["--log_every", str(args.log_every), "--eval_every", str(10 * args.steps), "--eval_batches", "1"]
-    cmd += ["--save_every", str(halfway(args)), "--mixed_precision", "bf16", "--progress", "false"]
+    # checkpoints only where the resume check needs one: a save inside a throughput window (FSDP gathers
+    # the whole state for it) is not training speed
+    save_every = args.steps if args.no_resume else halfway(args)
+    cmd += ["--save_every", str(save_every), "--mixed_precision", "bf16", "--progress", "false"]
     cmd += ["--target_levels", str(args.target_levels), "--out", str(out)]
     if args.deterministic:
         cmd += ["--deterministic", "true"]

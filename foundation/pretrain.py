@@ -132,11 +132,16 @@ def mask_generator(seed: int, rank: int, step: int, micro: int) -> torch.Generat
 class InputFetcher:
     """Turns a token batch into model inputs; for raw-patch models it also reads the source signals."""
 
-    def __init__(self, corpora: dict[str, TokenCorpus], input_kind: str):
-        self.corpora, self.input_kind, self._sources = corpora, input_kind, {}
+    def __init__(self, corpora: dict[str, TokenCorpus], input_kind: str, levels: int | None = None):
+        self.corpora, self.input_kind, self.levels, self._sources = corpora, input_kind, levels, {}
 
     def __call__(self, batch: dict, device) -> dict:
-        inputs = {"codes": batch["codes"].to(device)}
+        # only the levels the model reads travel, as int32 from pinned memory without blocking: a
+        # blocking copy waits for the GPU to finish the previous step, so the host's work for the next
+        # batch (collating, masking) could never overlap the device's (it held one GPU at batch 1,024 to
+        # half its compute, and FSDP's collectives waited on it)
+        codes = batch["codes"][..., : self.levels].to(torch.int32)
+        inputs = {"codes": _to_device(codes, device).long()}
         if self.input_kind == "patches":
             name = batch["corpus"]
             if name not in self._sources:
@@ -144,8 +149,15 @@ class InputFetcher:
             source = self._sources[name]
             signal = collate_windows([source[i] for i in batch["window_index"]])["signal"]
             b, c, p = batch["codes"].shape[:3]
-            inputs["patches"] = signal.view(b, c, p, -1).to(device)
+            inputs["patches"] = _to_device(signal.view(b, c, p, -1), device)
         return inputs
+
+
+def _to_device(tensor: torch.Tensor, device) -> torch.Tensor:
+    """A host tensor on `device`, copied from pinned memory without blocking the host on CUDA."""
+    if torch.device(device).type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 def unigram_log_probs(
@@ -349,7 +361,7 @@ def _pretrain(args: PretrainArgs) -> Path:
     else:
         config = build_config(args, corpora)
     model = BiotokFoundation(config)
-    fetch = InputFetcher(corpora, config.input_kind)
+    fetch = InputFetcher(corpora, config.input_kind, config.n_target_levels)
     unigram = unigram_log_probs(train_views, config.n_target_levels)
     weights = json.loads(args.weights) if args.weights else None
     sampler = data_parallel_batches(
@@ -397,8 +409,9 @@ def _pretrain(args: PretrainArgs) -> Path:
             window["inputs"] += float(batch["channel_mask"].sum()) * inputs["codes"].shape[2]
             micro.append((batch, inputs, [(k, masked_positions(k)) for k in masks]))
         # every masked position of the accumulation window on every rank counts once
-        local = torch.tensor(
-            float(sum(len(index) for _, _, ms in micro for _, index in ms)), device=accelerator.device
+        # a fill on the device, not a copy of a host scalar, which would wait for the GPU
+        local = torch.full(
+            (), float(sum(len(index) for _, _, ms in micro for _, index in ms)), device=accelerator.device
         )
         global_masked = accelerator.reduce(local, reduction="sum")
         loss_sum, tokens = 0.0, 0
