@@ -145,6 +145,29 @@ def test_decoder_skip_rebuilds_each_patch_linearly_from_its_codes():
     assert not TokenizerConfig(channel_vocab=["eeg:C3"]).decoder_skip
 
 
+def test_an_added_decoder_context_fills_in_what_a_tokens_own_codes_left_out():
+    # one channel's codes silenced: with "rotate" its patch can only be a scaled and rotated copy of its
+    # own (zero) linear spectrum, so it stays silent whatever the other channel says; with "add" the
+    # context heads put the other channel's information into it
+    torch.manual_seed(0)
+    shape = (1, 2, 3, 200)
+    latents = torch.randn(4, 1, 6, 16)
+    latents[:, :, :3] = 0  # channel C3's three patches: no code content
+    for context in ("rotate", "add"):
+        config = TokenizerConfig.from_size("tiny", ["eeg"], ["eeg:C3", "eeg:C4"], decoder_context=context)
+        model = BiotokTokenizer(config).eval()
+        torch.nn.init.zeros_(model.decoder_skip["eeg"].bias)  # a zero code is a zero linear spectrum
+        torch.nn.init.normal_(model.heads["eeg"].weight, std=0.5)
+        ids = model.channel_ids(["C3", "C4"], "eeg")
+        with torch.no_grad():
+            patches = model.spectrum_to_patches(*model._decode_latents(latents, ids, "eeg", shape), 200)
+        silent = float(patches[0, 0].abs().max())
+        assert (silent < 1e-4) if context == "rotate" else (silent > 1e-2)
+        assert float(patches[0, 1].abs().max()) > 1e-2
+    with pytest.raises(ValueError, match="decoder_context"):
+        TokenizerConfig(decoder_context="multiply")
+
+
 def test_a_channel_name_training_never_saw_reads_as_a_dropped_name():
     # names start at zero and training updates only the names it sees, so an unseen lead (PTB's v1 after
     # MIT-BIH's MLII) is exactly the "name left out" state that name dropout trains; the first design's

@@ -93,8 +93,13 @@ LATER_FIELDS = (
     "commitment",
     "latent_skip",
     "decoder_skip",
+    "decoder_context",
     "channel_name_dropout",
 )
+# how the decoder's context heads change each token's linear spectrum (decoder_skip): "rotate" scales and
+# rotates it (a bin the token's own codes left at zero stays zero); "add" adds a complex correction, so
+# that the other channels' and patches' codes can put in what this token's codes left out
+DECODER_CONTEXTS = ("rotate", "add")
 
 
 class TokenizerConfig(PretrainedConfig):
@@ -134,6 +139,7 @@ class TokenizerConfig(PretrainedConfig):
         commitment: str = "levels",  # ResidualVQ's: "levels" (the first design) or "output"
         latent_skip: bool = False,
         decoder_skip: bool = False,
+        decoder_context: str = "rotate",
         # channel-name embeddings start at zero and each channel's is left out of a training forward
         # with this probability, so a name the training data lacked (zero: never updated) is a state the
         # model has learnt; 0 = the first design (random names, always used)
@@ -152,6 +158,8 @@ class TokenizerConfig(PretrainedConfig):
             raise ValueError(f"patch_embed {patch_embed!r}: expected one of {PATCH_EMBEDS}")
         if objective not in OBJECTIVES:
             raise ValueError(f"objective {objective!r}: expected one of {OBJECTIVES}")
+        if decoder_context not in DECODER_CONTEXTS:
+            raise ValueError(f"decoder_context {decoder_context!r}: expected one of {DECODER_CONTEXTS}")
         if d_model % n_heads:
             raise ValueError(f"d_model {d_model} is not divisible by n_heads {n_heads}")
         self.modalities = json.loads(
@@ -173,7 +181,7 @@ class TokenizerConfig(PretrainedConfig):
         self.patch_embed, self.objective = patch_embed, objective
         self.log_amp_weight, self.position_embed = log_amp_weight, position_embed
         self.phase_weight, self.commitment = phase_weight, commitment
-        self.latent_skip, self.decoder_skip = latent_skip, decoder_skip
+        self.latent_skip, self.decoder_skip, self.decoder_context = latent_skip, decoder_skip, decoder_context
         if not 0.0 <= channel_name_dropout < 1.0:
             raise ValueError(f"channel_name_dropout {channel_name_dropout}: expected a value in [0, 1)")
         self.channel_name_dropout = channel_name_dropout
