@@ -58,8 +58,12 @@ def main() -> None:
             exact = exact_codes(x, quantizer.codebooks)
             row = {"corpus": name, "scale": scale, "vectors": x.shape[0], "levels": quantizer.n_levels}
             row["pytorch_exact"] = float((quantizer.encode(x) == exact).float().mean())
-            if fused is not None:
-                row["fused_exact"] = float((fused(x, quantizer.codebooks) == exact).float().mean())
+            if fused is not None:  # certified (uncertain rows encoded again) and the bare TF32 top-two kernel
+                codes, rescored = fused(x, quantizer.codebooks, return_rescored=True)
+                row["fused_exact"] = float((codes == exact).float().mean())
+                row["fused_rescored_fraction"] = float(rescored.float().mean())
+                bare = fused(x, quantizer.codebooks, error_bound=-1.0)
+                row["fused_unchecked_exact"] = float((bare == exact).float().mean())
             print(row, flush=True)
             rows.append(row)
     write_results(args.out, device, rows, tokenizer=args.tokenizer, windows=args.windows)

@@ -73,10 +73,14 @@ def bench_fused(rvq: ResidualVQ, x: torch.Tensor, device) -> dict | None:
         return None
     n, (levels, k, dim) = x.shape[0], rvq.codebooks.shape
     seconds = time_call(lambda: rvq_encode(x, rvq.codebooks), device)
+    unchecked = time_call(lambda: rvq_encode(x, rvq.codebooks, error_bound=-1.0), device)
+    _, rescored = rvq_encode(x, rvq.codebooks, return_rescored=True)
     flops = 2 * n * k * dim * levels
     bytes_moved = 4 * (n * dim + n * levels + levels * k * dim)
     return {
         "encode_vectors_per_s": n / seconds,
+        "rescored_fraction": float(rescored.float().mean()),
+        "unchecked_encode_vectors_per_s": n / unchecked,
         "tflops": flops / seconds / 1e12,
         "fraction_of_tf32_peak": flops / seconds / TF32_PEAK,
         "gbytes_per_s": bytes_moved / seconds / 1e9,

@@ -37,3 +37,25 @@ def test_fused_encode_keeps_the_lower_index_of_tied_codes_in_other_tiles():
 def test_fused_encode_refuses_shapes_it_cannot_tile():
     with pytest.raises(ValueError, match="multiples"):
         rvq_encode(torch.randn(4, 24), torch.randn(1, 64, 24), block_d=16)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="interpreter check; the GPU runs the compiled kernel")
+def test_fused_encode_rescores_exactly_the_rows_whose_tf32_choice_is_uncertain():
+    # two codes almost equidistant from the first rows (a near-tie TF32 could get wrong), far from the others
+    g = torch.Generator().manual_seed(2)
+    books = 4 * torch.randn(1, 32, 16, generator=g)
+    middle = (books[0, 3] + books[0, 7]) / 2
+    tied = middle + 1e-4 * torch.randn(8, 16, generator=g)
+    clear = books[0, 11] + 0.01 * torch.randn(8, 16, generator=g)
+    x = torch.cat([tied, clear])
+    codes, rescored = rvq_encode(x, books, block_n=16, block_k=32, block_d=16, return_rescored=True)
+    assert rescored[:8].all() and not rescored[8:].any()
+    assert torch.equal(codes, exact_codes(x, books)) and (codes[8:, 0] == 11).all()
+    # a bound that doubts every row: every row goes through the exact search, with the same codes
+    every, all_rescored = rvq_encode(
+        x, books, block_n=16, block_k=32, block_d=16, error_bound=1.0, return_rescored=True
+    )
+    assert all_rescored.all() and torch.equal(every, codes)
+    # a negative bound turns the check off
+    _, none = rvq_encode(x, books, block_n=16, block_k=32, block_d=16, error_bound=-1.0, return_rescored=True)
+    assert not none.any()

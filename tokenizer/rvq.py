@@ -43,6 +43,17 @@ def nearest_codes(x: torch.Tensor, codebook: torch.Tensor, chunk: int = 65536) -
     return out
 
 
+def residual_codes(x: torch.Tensor, codebooks: torch.Tensor) -> torch.Tensor:
+    """Codes `(n, levels)` of x `(n, dim)` under codebooks `(levels, K, dim)`: the float32 nearest code of
+    each level's residual (what `ResidualVQ.encode` and the fused path's exact fallback compute)."""
+    residual, codes = x.float(), []
+    for book in codebooks:
+        code = nearest_codes(residual, book)
+        residual = residual - book[code]
+        codes.append(code)
+    return torch.stack(codes, dim=1)
+
+
 def exact_codes(x: torch.Tensor, codebooks: torch.Tensor) -> torch.Tensor:
     """Reference codes `(n, levels)`: exhaustive nearest-code search in float64, level by level on the
     float64 residual, for x `(n, dim)` and codebooks `(levels, K, dim)` (tests and benchmarks)."""
@@ -242,10 +253,4 @@ class ResidualVQ(nn.Module):
 
     def encode(self, x: torch.Tensor, n_levels: int | None = None) -> torch.Tensor:
         """x `(n, dim)` -> codes `(n, levels)`; pure lookup, no state change."""
-        residual = x.float()
-        codes = []
-        for level in range(n_levels or self.n_levels):
-            code = nearest_codes(residual, self.codebooks[level])
-            residual = residual - self.codebooks[level][code]
-            codes.append(code)
-        return torch.stack(codes, dim=1)
+        return residual_codes(x, self.codebooks[: n_levels or self.n_levels])
