@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from data_prep.corpus import load_corpora
+from tokenizer.metrics import reconstruction_metrics
 from tokenizer.model import BiotokTokenizer
 
 
@@ -32,8 +33,9 @@ def rebuild(model: BiotokTokenizer, patches: torch.Tensor, ch_names: list[str], 
 
 
 def snr_db(target: torch.Tensor, estimate: torch.Tensor) -> float:
-    """Pooled SNR: the power of every sample over that of the error."""
-    return float(10 * torch.log10(target.pow(2).sum() / (target - estimate).pow(2).sum()))
+    """Pooled SNR over channel-windows of patches `(n, C, P, L)` (the tokenizer card's metric)."""
+    n, c = target.shape[:2]
+    return reconstruction_metrics(target.reshape(n, c, -1), estimate.reshape(n, c, -1))["snr_db"]
 
 
 def main() -> None:

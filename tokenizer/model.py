@@ -272,16 +272,16 @@ class BiotokTokenizer(PreTrainedModel):
         # near zero (as initialised) leaves the linear spectrum, and the outputs stay amplitude and phase
         linear = self.decoder_skip[modality](codes).float().view(b, c, p, 2, -1)
         base = torch.complex(linear[..., 0, :], linear[..., 1, :])
-        if self.config.decoder_context == "add":
-            unit = base + torch.complex(out[..., 1, :].float(), out[..., 2, :].float())
-            magnitude = torch.sqrt(unit.real**2 + unit.imag**2 + 1e-12)
-            return torch.log1p(magnitude), unit.imag / magnitude, unit.real / magnitude
-        rotation = torch.complex(1 + out[..., 1, :].float(), out[..., 2, :].float())
-        unit = base * rotation
+        context = torch.complex(out[..., 1, :].float(), out[..., 2, :].float())
+        add = self.config.decoder_context == "add"
+        unit = base + context if add else base * (1 + context)
         # the epsilon keeps the gradient of |.| finite where a bin's prediction is exactly zero
         magnitude = torch.sqrt(unit.real**2 + unit.imag**2 + 1e-12)
-        amplitude = torch.sqrt(base.real**2 + base.imag**2 + 1e-12) * torch.exp(
-            out[..., 0, :].float().clamp(max=20)
+        amplitude = (
+            magnitude
+            if add
+            else torch.sqrt(base.real**2 + base.imag**2 + 1e-12)
+            * torch.exp(out[..., 0, :].float().clamp(max=20))
         )
         return torch.log1p(amplitude), unit.imag / magnitude, unit.real / magnitude
 
