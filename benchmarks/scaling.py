@@ -13,7 +13,9 @@ Runs (each `accelerate launch --config_file foundation/accelerate/{ddp,fsdp}.yam
                    from the forward to the backward, as ZeRO-2 / SHARD_GRAD_OP)
   fsdp_fused_2gpu_b{B} FSDP with a fused AdamW (--fused_optimizer): no per-parameter DTensor dispatch
   fsdp_whole_2gpu_b{B} FSDP with the whole model as one unit (--fsdp_auto_wrap_policy NO_WRAP): one
-                   all-gather and one reduce-scatter per step; fsdp_whole_fused_2gpu_b{B} adds the fused AdamW
+                   all-gather and one reduce-scatter per step; fsdp_whole_fused_2gpu_b{B} adds the fused AdamW;
+                   fsdp_whole_keep_2gpu_b{B} keeps the one unit gathered from the forward to the backward
+                   (one all-gather per step instead of two)
   1gpu_b{2B}       1 GPU, batch 2B                 loss curve at global batch 2B
   *_compiled_*     the same with each transformer block compiled (--compile); efficiencies
                    against 1gpu_compiled_b{B}
@@ -133,6 +135,7 @@ def main() -> None:
         f"fsdp_fused_2gpu_b{b}": (fsdp, 2, b, (), fused),
         f"fsdp_whole_2gpu_b{b}": (fsdp, 2, b, whole, {}),
         f"fsdp_whole_fused_2gpu_b{b}": (fsdp, 2, b, whole, fused),
+        f"fsdp_whole_keep_2gpu_b{b}": (fsdp, 2, b, whole + keep, {}),
         f"1gpu_b{2 * b}": (ddp, 1, 2 * b, (), {}),
         # each transformer block compiled (--compile): against the compiled 1-GPU run
         f"1gpu_compiled_b{b}": (ddp, 1, b, (), compiled),
