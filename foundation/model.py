@@ -115,7 +115,10 @@ class BiotokFoundation(PreTrainedModel):
         if modality not in self.config.modalities:
             raise ValueError(f"modality {modality!r} not configured; this model has {self.modality_names}")
         kind = self.config.modalities[modality]["modality"]
-        return vocabulary_ids(ch_names, kind, self.config.channel_vocab, self._vocab_index).to(self.device)
+        ids = vocabulary_ids(ch_names, kind, self.config.channel_vocab, self._vocab_index)
+        # non_blocking: a blocking copy waits for the GPU to finish every queued step (host and device
+        # would take turns); from pageable memory the driver stages the bytes before returning
+        return ids.to(self.device, non_blocking=True)
 
     def _inputs(
         self, codes: torch.Tensor | None, patches: torch.Tensor | None, modality: str
@@ -210,7 +213,8 @@ class BiotokFoundation(PreTrainedModel):
         logits = self.code_logits(picked).float()  # (M, S, Q, K): masked only
         targets = codes.reshape(-1, *codes.shape[3:]).index_select(0, index)[..., :q]  # (M, S, Q)
         per_token = F.cross_entropy(logits.permute(0, 3, 1, 2), targets, reduction="none")  # (M, S, Q)
-        n_masked = torch.tensor(per_token.shape[0], device=per_token.device)
+        # a fill on the device: a host scalar copied in would make the host wait for the GPU every step
+        n_masked = torch.full((), per_token.shape[0], dtype=torch.long, device=per_token.device)
         loss_sum = per_token.mean(dim=(1, 2)).sum()
         with torch.no_grad():
             head_loss = per_token.mean(dim=0) if per_token.shape[0] else per_token.new_zeros(s, q)

@@ -100,6 +100,13 @@ class PretrainArgs:
             "self device and host time) and rank<r>.trace.json, e.g. 30:5"
         },
     )
+    sync_debug: bool = field(
+        default=False,
+        metadata={
+            "help": "on CUDA, warn (with the line) wherever a training step makes the host wait for the GPU "
+            "(torch.cuda.set_sync_debug_mode): a step should have none, so that host and device overlap"
+        },
+    )
     mixed_precision: str = field(default="no", metadata={"help": "no | bf16 | fp16"})
     report_to: str = field(default="", metadata={"help": "extra Accelerate trackers, e.g. tensorboard"})
     seed: int = 0
@@ -394,6 +401,15 @@ def _pretrain(args: PretrainArgs) -> Path:
     window = {"inputs": 0.0, "seconds": 0.0}  # input tokens and time at the last log step
 
     def train_step(step: int, model=model) -> dict:
+        if args.sync_debug and accelerator.device.type == "cuda":
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                return forward_backward(step, model)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        return forward_backward(step, model)
+
+    def forward_backward(step: int, model) -> dict:
         micro = []
         for m in range(args.grad_accum):
             batch = next(stream)

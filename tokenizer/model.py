@@ -193,7 +193,7 @@ class BiotokTokenizer(PreTrainedModel):
         ids = vocabulary_ids(
             ch_names, self._modality_of[modality], self.config.channel_vocab, self._vocab_index
         )
-        return ids.to(self.device)
+        return ids.to(self.device, non_blocking=True)  # a blocking copy would wait for queued GPU work
 
     # ------------------------------------------------------------ network
 
