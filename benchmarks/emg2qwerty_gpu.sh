@@ -15,6 +15,7 @@
 # data_prep.synthetic.make_hard_emg_session, e.g. USERS=16), generic split = user 0
 # held out; the foundation model is pretrained on the training users' sessions only.
 # EXTRA: flags for every run, e.g. "--decode_workers 4" (beam searches in 4 processes each).
+# LARGE=true adds the LARGE transformer row (the hard tier's; ~50x TINY's compute per step).
 # GPUS (e.g. 0,1) spreads the runs over several GPUs, each run on the least busy one.
 # JOBS (default 7) runs train side by side on one GPU, which time-slices between processes (no MPS): 9 runs
 # with beam + LM decoding on the hard tier finished none in a 440 s call (docs/BENCHMARKS.md, issue 18).
@@ -71,7 +72,7 @@ EOF
     cd "$work/code"
     setsid nohup env PYTHONPATH="$work/code:${PYTHONPATH:-}" python -m finetune.emg2qwerty_table --data "$work/data/emg2qwerty" --out "$work/table" \
         --steps "$steps" --seeds "${SEEDS-0,1,2}" --rows "${ROWS:-}" --runs "${RUNS:-}" --foundation "$foundation" \
-        --mixed_precision bf16 --jobs "${JOBS:-7}" --gpus "${GPUS:-}" \
+        --mixed_precision bf16 --jobs "${JOBS:-7}" --gpus "${GPUS:-}" --large "${LARGE:-false}" \
         --extra "${EXTRA:-}" > "$work/table.log" 2>&1 < /dev/null &
     sleep 5
     cat "$work/table.log"

@@ -50,6 +50,13 @@ class TableArgs:
     )
     batch_size: int = 32
     rvq: str = field(default="1x1024,2x1024,4x1024", metadata={"help": "bottlenecks, levels x codebook size"})
+    large: bool = field(
+        default=False,
+        metadata={
+            "help": "add the LARGE transformer row (1024 x 8, 109 M parameters, lr 3e-4): the hard tier's, "
+            "where a generic model has to generalise (the sEMG scaling paper's largest)"
+        },
+    )
     foundation: str = field(default="", metadata={"help": "pretrained foundation folder ('' skips the row)"})
     tokenizer: str = field(
         default="pretrained_models/tokenizer-small-v1",
@@ -85,6 +92,8 @@ def _runs(args: TableArgs) -> list[tuple[str, list[str], str]]:
         ("TINY", ["--model", "tiny"], ""),
         ("SMALL", ["--model", "small", "--lr", "5e-4"], ""),
     ]
+    if args.large:
+        rows.append(("LARGE", ["--model", "large", "--lr", "3e-4"], ""))
     for spec in filter(None, args.rvq.split(",")):
         levels, size = spec.split("x")
         rows.append(

@@ -444,6 +444,11 @@ def test_table_plan_adds_dependencies_and_puts_them_first():
     }
     assert plan.index(("SMALL", 1)) < plan.index(("TINY distilled from SMALL", 1))
     assert plan.index(("TINY", 2)) < plan.index(("TINY personalized", 2))
+    # the LARGE row only where asked for (the hard tier's)
+    assert "LARGE" not in {name for name, _, _ in _runs(TableArgs())}
+    large = TableArgs(seeds="0,1", rows="LARGE", large=True)
+    assert _plan(large, _runs(large)) == [("LARGE", 0), ("LARGE", 1)]
+    assert dict((name, flags) for name, flags, _ in _runs(large))["LARGE"][:2] == ["--model", "large"]
     # no foundation folder: no such row to ask for
     with pytest.raises(ConfigError, match="foundation-backed@0"):
         _plan(TableArgs(seeds="", runs="foundation-backed@0"), _runs(TableArgs()))

@@ -168,6 +168,24 @@ def test_an_added_decoder_context_fills_in_what_a_tokens_own_codes_left_out():
         TokenizerConfig(decoder_context="multiply")
 
 
+def test_an_untrained_added_context_starts_at_zero():
+    # initialised at random, the added context put noise on every bin that training had to undo first
+    torch.manual_seed(0)
+    shape = (1, 2, 3, 200)
+    latents = torch.randn(4, 1, 6, 16)
+    config = TokenizerConfig.from_size("tiny", ["eeg"], ["eeg:C3", "eeg:C4"], decoder_context="add")
+    model = BiotokTokenizer(config).eval()
+    ids = model.channel_ids(["C3", "C4"], "eeg")
+    with torch.no_grad():
+        log_amp, sin, cos = model._decode_latents(latents, ids, "eeg", shape)
+        codes = latents.permute(1, 2, 0, 3).reshape(1, 6, -1)
+        linear = model.decoder_skip["eeg"](codes).view(1, 2, 3, 2, -1)
+    spectrum = torch.complex(linear[..., 0, :], linear[..., 1, :])
+    torch.testing.assert_close(torch.expm1(log_amp), spectrum.abs(), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(torch.atan2(sin, cos), spectrum.angle(), atol=1e-3, rtol=1e-3)
+    assert float(model.heads["eeg"].weight[: model.heads["eeg"].out_features // 3].abs().max()) > 0
+
+
 def test_a_channel_name_training_never_saw_reads_as_a_dropped_name():
     # names start at zero and training updates only the names it sees, so an unseen lead (PTB's v1 after
     # MIT-BIH's MLII) is exactly the "name left out" state that name dropout trains; the first design's

@@ -180,6 +180,14 @@ class BiotokTokenizer(PreTrainedModel):
         if module is getattr(self, "channel_embed", None) and self.config.channel_name_dropout > 0:
             # an untrained name must read as "name unknown" (zero), the state name dropout trains
             nn.init.zeros_(module.weight)
+        heads = getattr(self, "heads", {})
+        if self.config.decoder_context == "add" and any(module is head for head in heads.values()):
+            # the added context (outputs 1 and 2 of each bin) starts at zero, so the decoder starts as the
+            # linear spectrum: initialised at random it added noise to every bin that training first had
+            # to undo (measured: 5.2 against 11.7 dB unquantized after 400 CPU steps)
+            rest = module.out_features // 3
+            nn.init.zeros_(module.weight[rest:])
+            nn.init.zeros_(module.bias[rest:])
 
     # ------------------------------------------------------------ channels
 
