@@ -186,6 +186,29 @@ def test_an_untrained_added_context_starts_at_zero():
     assert float(model.heads["eeg"].weight[: model.heads["eeg"].out_features // 3].abs().max()) > 0
 
 
+def test_add_then_rotate_starts_as_rotate():
+    # its correction (head outputs 3 and 4) starts at zero: with the same other weights it decodes as "rotate"
+    torch.manual_seed(0)
+    shape, latents = (1, 2, 3, 200), torch.randn(4, 1, 6, 16)
+    models = {}
+    for context in ("rotate", "add+rotate"):
+        config = TokenizerConfig.from_size("tiny", ["eeg"], ["eeg:C3", "eeg:C4"], decoder_context=context)
+        models[context] = BiotokTokenizer(config).eval()
+    own = models["add+rotate"].state_dict()
+    for key, value in models["rotate"].state_dict().items():
+        if key.startswith("heads."):
+            assert float(own[key][value.shape[0] :].abs().max()) == 0  # the correction's rows
+            own[key][: value.shape[0]] = value
+        else:
+            own[key] = value
+    models["add+rotate"].load_state_dict(own)
+    ids = models["rotate"].channel_ids(["C3", "C4"], "eeg")
+    with torch.no_grad():
+        rotate, both = (m._decode_latents(latents, ids, "eeg", shape) for m in models.values())
+    for a, b in zip(rotate, both):
+        torch.testing.assert_close(a, b)
+
+
 def test_a_channel_name_training_never_saw_reads_as_a_dropped_name():
     # names start at zero and training updates only the names it sees, so an unseen lead (PTB's v1 after
     # MIT-BIH's MLII) is exactly the "name left out" state that name dropout trains; the first design's

@@ -98,8 +98,9 @@ LATER_FIELDS = (
 )
 # how the decoder's context heads change each token's linear spectrum (decoder_skip): "rotate" scales and
 # rotates it (a bin the token's own codes left at zero stays zero); "add" adds a complex correction, so
-# that the other channels' and patches' codes can put in what this token's codes left out
-DECODER_CONTEXTS = ("rotate", "add")
+# that the other channels' and patches' codes can put in what this token's codes left out; "add+rotate"
+# adds the correction first, then scales and rotates (it starts as "rotate": the correction starts at zero)
+DECODER_CONTEXTS = ("rotate", "add", "add+rotate")
 
 
 class TokenizerConfig(PretrainedConfig):

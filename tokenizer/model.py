@@ -164,9 +164,10 @@ class BiotokTokenizer(PreTrainedModel):
             )
         self.from_code = nn.Linear(s * config.code_dim, d)
         self.decoder = Transformer(d, config.n_decoder_layers, config.n_heads, config.dropout)
+        self._head_outputs = 5 if config.decoder_context == "add+rotate" else 3  # per Fourier bin
         self.heads = nn.ModuleDict(
             {
-                name: nn.Linear(d, 3 * (spec["preset"]["patch_len"] // 2 + 1))
+                name: nn.Linear(d, self._head_outputs * (spec["preset"]["patch_len"] // 2 + 1))
                 for name, spec in config.modalities.items()
             }
         )
@@ -181,13 +182,13 @@ class BiotokTokenizer(PreTrainedModel):
             # an untrained name must read as "name unknown" (zero), the state name dropout trains
             nn.init.zeros_(module.weight)
         heads = getattr(self, "heads", {})
-        if self.config.decoder_context == "add" and any(module is head for head in heads.values()):
-            # the added context (outputs 1 and 2 of each bin) starts at zero, so the decoder starts as the
-            # linear spectrum: initialised at random it added noise to every bin that training first had
-            # to undo (measured: 5.2 against 11.7 dB unquantized after 400 CPU steps)
-            rest = module.out_features // 3
-            nn.init.zeros_(module.weight[rest:])
-            nn.init.zeros_(module.bias[rest:])
+        added = {"add": (1, 3), "add+rotate": (3, 5)}.get(self.config.decoder_context)
+        if added and any(module is head for head in heads.values()):
+            # the added correction starts at zero, so the decoder starts as the linear spectrum ("add")
+            # or as "rotate" ("add+rotate"), instead of with noise on every bin
+            bins = module.out_features // self._head_outputs
+            nn.init.zeros_(module.weight[added[0] * bins : added[1] * bins])
+            nn.init.zeros_(module.bias[added[0] * bins : added[1] * bins])
 
     # ------------------------------------------------------------ channels
 
@@ -273,13 +274,15 @@ class BiotokTokenizer(PreTrainedModel):
             + self.time_embed.weight[:p].repeat(c, 1)[None]
         )
         mask = (channel_ids > 0).repeat_interleave(p, dim=1)[:, None, None, :]
-        out = self.heads[modality](self.decoder(x, mask)).view(b, c, p, 3, -1)
+        out = self.heads[modality](self.decoder(x, mask)).view(b, c, p, self._head_outputs, -1)
         if not self.config.decoder_skip:
             return out[..., 0, :], out[..., 1, :], out[..., 2, :]
         # amplitude = |linear| * exp(head 0); phase = angle(linear) + angle(1 + head 1 + i head 2): a head
         # near zero (as initialised) leaves the linear spectrum, and the outputs stay amplitude and phase
         linear = self.decoder_skip[modality](codes).float().view(b, c, p, 2, -1)
         base = torch.complex(linear[..., 0, :], linear[..., 1, :])
+        if self._head_outputs == 5:  # "add+rotate": the correction goes in before the scaling and rotation
+            base = base + torch.complex(out[..., 3, :].float(), out[..., 4, :].float())
         context = torch.complex(out[..., 1, :].float(), out[..., 2, :].float())
         add = self.config.decoder_context == "add"
         unit = base + context if add else base * (1 + context)
