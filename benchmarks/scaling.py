@@ -20,8 +20,9 @@ Runs (each `accelerate launch --config_file foundation/accelerate/{ddp,fsdp}.yam
   *_compiled_*     the same with each transformer block compiled (--compile); efficiencies
                    against 1gpu_compiled_b{B}
   ddp_2gpu_resumed stopped at steps/2, then resumed to the end: its losses against ddp_2gpu_b{B}
-Writes OUT/scaling.json (tokens/s per GPU, efficiencies, losses, resume differences), OUT/scaling.png
-and each run's log.jsonl under OUT/runs/.
+Writes OUT/scaling.json (tokens/s per GPU and per log window, efficiencies, losses, resume differences,
+a failed run's last output lines), OUT/scaling.png, each run's log.jsonl under OUT/runs/ and its output in
+OUT/runs/<run>.log.
 """
 
 from __future__ import annotations
@@ -64,8 +65,19 @@ def launch(
         env.update(ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
     started = time.perf_counter()
     print("+", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True, env=env)
+    # each run's output beside its folder: a failed run's last lines go into scaling.json
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / f"{out.name}.log", "a") as log:
+        subprocess.run(cmd, check=True, env=env, stdout=log, stderr=subprocess.STDOUT)
     return time.perf_counter() - started
+
+
+def log_tail(run: Path, lines: int = 4) -> str:
+    """A failed run's error lines (the launcher's own traceback left out), else its last lines."""
+    log = run.parent / f"{run.name}.log"
+    text = log.read_text(errors="replace").splitlines() if log.exists() else []
+    errors = [line for line in text if "rror" in line and "CalledProcessError" not in line]
+    return " | ".join((errors or text)[-lines:])
 
 
 def halfway(args) -> int:
@@ -150,7 +162,7 @@ def main() -> None:
         try:
             wall[name] = launch(config, n_gpus, args.tokens, runs / name, args, batch, flags, **extra)
         except subprocess.CalledProcessError as err:  # recorded; the other runs still measure
-            failed[name] = f"exit status {err.returncode}"
+            failed[name] = f"exit status {err.returncode}: {log_tail(runs / name)}"
             if not (runs / name / "log.jsonl").exists():
                 del plan[name]
     resumed, repeat = runs / "ddp_2gpu_resumed", runs / "ddp_2gpu_repeat"
@@ -176,6 +188,10 @@ def main() -> None:
         "deterministic": args.deterministic,
         "steps": args.steps,
         "tokens_per_s": rate,
+        # every log window's rate: how far a run's windows spread is the measurement's own noise
+        "tokens_per_s_windows": {
+            name: [r["train/tokens_per_s"] for r in train_rows(runs / name)] for name in plan
+        },
         "tokens_per_s_per_gpu": {name: rate[name] / plan[name][1] for name in plan},
         "scaling_efficiency": {
             name.removesuffix(f"_2gpu_b{b}"): value / (2 * one_gpu(name))
