@@ -76,7 +76,7 @@ def log_tail(run: Path, lines: int = 4) -> str:
     """A failed run's error lines (the launcher's own traceback left out), else its last lines."""
     log = run.parent / f"{run.name}.log"
     text = log.read_text(errors="replace").splitlines() if log.exists() else []
-    errors = [line for line in text if "rror" in line and "CalledProcessError" not in line]
+    errors = [line for line in text if "error" in line.lower() and "CalledProcessError" not in line]
     return " | ".join((errors or text)[-lines:])
 
 

@@ -9,9 +9,13 @@ from torch import nn
 
 
 def vocabulary_ids(
-    ch_names: list[list[str]], kind: str, vocab: list[str], index: dict[str, int]
+    ch_names: list[list[str]],
+    kind: str,
+    vocab: list[str],
+    index: dict[str, int],
+    device: torch.device | str = "cpu",
 ) -> torch.Tensor:
-    """Ids `(B, C)` of "kind:name" channels in `vocab` (0-padded); unknown names are an error."""
+    """Ids `(B, C)` of "kind:name" channels in `vocab` (0-padded), on `device`; unknown names are an error."""
     width = max(len(names) for names in ch_names)
     ids = torch.zeros(len(ch_names), width, dtype=torch.long)
     for b, names in enumerate(ch_names):
@@ -24,7 +28,9 @@ def vocabulary_ids(
                 "names as preprocessing maps them (`preprocess(...).ch_names`, `Encoding.ch_names`)"
             )
         ids[b, : len(names)] = torch.tensor([index[f"{kind}:{n}"] for n in names])
-    return ids
+    # non_blocking: a blocking copy makes the host wait for every queued GPU kernel (in a training step,
+    # host and device would take turns); from pageable memory the driver stages the bytes before returning
+    return ids.to(device, non_blocking=True)
 
 
 def vocabulary_positions(vocab: list[str]) -> torch.Tensor:

@@ -115,10 +115,7 @@ class BiotokFoundation(PreTrainedModel):
         if modality not in self.config.modalities:
             raise ValueError(f"modality {modality!r} not configured; this model has {self.modality_names}")
         kind = self.config.modalities[modality]["modality"]
-        ids = vocabulary_ids(ch_names, kind, self.config.channel_vocab, self._vocab_index)
-        # non_blocking: a blocking copy waits for the GPU to finish every queued step (host and device
-        # would take turns); from pageable memory the driver stages the bytes before returning
-        return ids.to(self.device, non_blocking=True)
+        return vocabulary_ids(ch_names, kind, self.config.channel_vocab, self._vocab_index, self.device)
 
     def _inputs(
         self, codes: torch.Tensor | None, patches: torch.Tensor | None, modality: str

@@ -199,10 +199,9 @@ class BiotokTokenizer(PreTrainedModel):
         self._check_modality(modality)
         if ch_names and isinstance(ch_names[0], str):
             ch_names = [ch_names]
-        ids = vocabulary_ids(
-            ch_names, self._modality_of[modality], self.config.channel_vocab, self._vocab_index
+        return vocabulary_ids(
+            ch_names, self._modality_of[modality], self.config.channel_vocab, self._vocab_index, self.device
         )
-        return ids.to(self.device, non_blocking=True)  # a blocking copy would wait for queued GPU work
 
     # ------------------------------------------------------------ network
 
