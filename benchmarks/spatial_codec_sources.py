@@ -5,7 +5,10 @@ the per-channel DCT, at equal bits per channel-second:
 - identity: the channels as recorded (what adaptive bit allocation across channels alone buys);
 - mean axis: an orthonormal basis whose first axis is the channels' mean (the common mode, which a common
   average reference removes), the others arbitrary;
-- PCA: the principal axes fitted on the other subjects (the codec of the R-D table).
+- PCA: the principal axes fitted on the other subjects (the codec of the R-D table);
+
+and, as a token grid codes them, the PCA axes each at the same fixed rate (the per-channel DCT run on the
+components, rotated back): what the spatial transform buys without moving bits between components.
 
     python benchmarks/spatial_codec_sources.py --corpora corpora/real/eegbci corpora/real/eegbci_more \
         --holdout '{"eegbci": ["001"], "eegbci_more": ["013", "014"]}' --out docs/results/spatial_codec_sources.json
@@ -21,6 +24,7 @@ import numpy as np
 
 from data_prep.corpus import load_corpora
 from tokenizer.baseline import fit_spatial_pca
+from tokenizer.evaluate import row_metrics
 from tokenizer.rd import best_dct, best_spatial
 
 
@@ -57,6 +61,14 @@ def main() -> None:
             row["per_channel_dct"] = best_dct(held.reshape(n * channels, n_times), patch_len, per_patch)[0]
             for key, (basis, mean) in bases.items():
                 row[key] = best_spatial(held, basis, mean, patch_len, per_patch * channels)[0]
+            basis, mean = bases["joint_pca"]
+            components = np.einsum("ck,nct->nkt", basis, held - mean[None, :, None])
+            _, coded = best_dct(components.reshape(n * channels, n_times), patch_len, per_patch)
+            rebuilt = (
+                np.einsum("ck,nkt->nct", basis, coded.reshape(n, channels, n_times)) + mean[None, :, None]
+            )
+            flat = held.reshape(n * channels, n_times)
+            row["fixed_rate_pca"] = row_metrics(flat, rebuilt.reshape(n * channels, n_times))
             print(name, rate, {k: round(v["snr_db"], 2) for k, v in row.items() if isinstance(v, dict)})
             rows.append(row)
     Path(args.out).write_text(json.dumps(rows, indent=1, default=float))
