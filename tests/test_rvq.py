@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from tokenizer.rvq import ResidualVQ, nearest_codes
+from tokenizer.rvq import ResidualVQ, allocate_levels, nearest_codes
 
 
 def trained_rvq(dropout=0.0, steps=20, seed=0):
@@ -122,3 +122,36 @@ def test_output_commitment_pulls_toward_all_levels_not_the_first_code():
     assert cosine > 0.8 and grads["levels"].norm() > 3 * grads["output"].norm()
     with pytest.raises(ValueError, match="commitment"):
         ResidualVQ(8, 32, 4, commitment="first")
+
+
+def test_variable_depth_codes_decode_as_their_own_prefixes_and_gains_are_residual_drops():
+    rvq, data = trained_rvq(dropout=0.5)
+    rvq.eval()
+    codes, gains = rvq.residual_gains(data)
+    assert torch.equal(codes, rvq.encode(data))
+    before = data.pow(2).sum(-1)
+    for n in range(1, rvq.n_levels + 1):
+        after = (data - rvq.decode(codes[:, :n])).pow(2).sum(-1)
+        torch.testing.assert_close(before - after, gains[:, :n].sum(-1), rtol=1e-4, atol=1e-4)
+    # -1 marks a level a token does not have: it decodes as that token's shorter prefix
+    depths = torch.arange(len(data)) % (rvq.n_levels + 1)
+    ragged = codes.masked_fill(torch.arange(rvq.n_levels) >= depths[:, None], -1)
+    expected = torch.stack(
+        [rvq.decode(codes[i : i + 1, : int(d)])[0] if d else torch.zeros(8) for i, d in enumerate(depths)]
+    )
+    torch.testing.assert_close(rvq.decode(ragged), expected)
+
+
+def test_levels_go_to_the_largest_gains_as_prefixes_within_each_budget():
+    # group 0: token 1's gains dominate; group 1: equal tokens split the budget; -inf is never chosen
+    gains = torch.tensor(
+        [
+            [[1.0, 0.5, 0.2], [9.0, 8.0, 0.1], [2.0, 0.1, 0.0]],
+            [[3.0, 2.0, 1.0], [3.0, 2.0, 1.0], [-float("inf")] * 3],
+        ]
+    )
+    depths = allocate_levels(gains, torch.tensor([4, 5]))
+    assert depths.tolist() == [[1, 2, 1], [3, 2, 0]] or depths.tolist() == [[1, 2, 1], [2, 3, 0]]
+    assert depths.sum(dim=1).tolist() == [4, 5]
+    # a later level's larger gain does not jump the queue: levels stay a prefix
+    assert allocate_levels(torch.tensor([[[0.1, 5.0], [1.0, 0.0]]]), torch.tensor([1])).tolist() == [[0, 1]]

@@ -77,6 +77,58 @@ def test_encode_decode_any_length_and_rate(model):
     assert model.config.bits_per_channel_second("eeg") == 96.0
 
 
+def test_variable_depth_spends_the_same_codes_where_the_signal_is(model):
+    torch.manual_seed(1)
+    patches = torch.randn(2, len(EEG_CHANNELS), 4, 200) * 0.3
+    patches[:, 3] *= 20  # one channel carries far more than the others
+    ids = model.channel_ids([EEG_CHANNELS] * 2, "eeg")
+    ids[1, -2:] = 0  # the second window has two padding channels
+    codes = model.encode_patches(patches, ids, "eeg", n_levels=2, variable_depth=True)
+    uniform = model.encode_patches(patches, ids, "eeg", n_levels=2)
+    s, q = model.config.n_scales, model.config.n_levels
+    assert codes.shape == (2, len(EEG_CHANNELS), 4, s, q)
+    depths = (codes >= 0).sum(-1)  # (B, C, P, S)
+    # every window's patch spends exactly 2 levels x scales x its real channels; padding spends nothing
+    real = (ids > 0).sum(1)
+    assert (depths.sum(dim=(1, 3)) == 2 * s * real[:, None]).all()
+    assert (depths[1, -2:] == 0).all()
+    # a token's levels are a prefix, and the codes it has are the uniform encoding's
+    present = codes >= 0
+    assert (present[..., 1:] <= present[..., :-1]).all()
+    full = model.encode_patches(patches, ids, "eeg")
+    assert torch.equal(codes[present], full[present]) and torch.equal(full[..., :2], uniform)
+    # the allocation's objective: the same number of codes leaves less of the latents unexplained
+    with torch.no_grad():
+        latents, _ = model._latents(patches, ids, "eeg")
+    _, b, tokens, dim = latents.shape
+
+    def unexplained(c):
+        flat = c.permute(3, 0, 1, 2, 4).reshape(s, b * tokens, q)
+        rebuilt = torch.stack([quant.decode(flat[i]) for i, quant in enumerate(model.quantizers)])
+        error = (latents.reshape(s, b * tokens, dim) - rebuilt).pow(2).sum(-1).view(s, b, tokens)
+        return float((error * (ids > 0).repeat_interleave(4, dim=1)).sum())
+
+    assert unexplained(codes) < 0.95 * unexplained(torch.cat([uniform, full[..., 2:] * 0 - 1], dim=-1))
+
+
+def test_variable_depth_gives_a_loud_channel_more_levels_in_the_shipped_tokenizer():
+    from pathlib import Path
+
+    shipped = Path(__file__).resolve().parents[1] / "pretrained_models" / "tokenizer-small"
+    model = BiotokTokenizer.from_pretrained(str(shipped)).eval()
+    run = make_eeg_run(0, 0, "imagery", 4.0, sfreq=200.0)
+    signal = run.data_uv.copy()
+    signal[5] *= 10  # one electrode far louder than the rest (a loose contact)
+    enc = model.encode(signal, run.sfreq, run.ch_names, "eeg", n_levels=1, variable_depth=True)
+    depths = (enc.codes >= 0).sum(-1)  # (1, C, P, S)
+    assert depths.sum() == len(run.ch_names) * enc.codes.shape[2] * model.config.n_scales
+    assert depths[0, 5].float().mean() > 2 * depths.float().mean()
+    # and that buys a better rebuild of the whole recording than one level everywhere, at the same codes
+    fixed = model.encode(signal, run.sfreq, run.ch_names, "eeg", n_levels=1)
+    error = ((model.decode(enc) - signal) ** 2).sum()
+    assert error < ((model.decode(fixed) - signal) ** 2).sum()
+
+
 @pytest.fixture(scope="module")
 def eegbci_corpus(real, tmp_path_factory):
     from data_prep.prepare import PrepareArgs, run

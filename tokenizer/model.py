@@ -19,7 +19,7 @@ from core.blocks import ConvBranch, KVCache, StaticKVCache, Transformer, attenti
 from core.channels import add_channel_positions, channel_vectors, vocabulary_ids, vocabulary_positions
 
 from .config import TokenizerConfig
-from .rvq import ResidualVQ
+from .rvq import ResidualVQ, allocate_levels
 
 # the shared blocks stay importable from here, where they lived first
 __all__ = [
@@ -374,21 +374,41 @@ class BiotokTokenizer(PreTrainedModel):
         modality: str,
         n_levels: int | None = None,
         allow_bf16: bool = False,
+        variable_depth: bool = False,
     ) -> torch.Tensor:
         """Scaled patches `(B, C, P, L)` -> codes `(B, C, P, S, Q)`. Changes no state.
 
         The encoder runs in float32 even inside a bf16 autocast region: bf16 latents move enough to
         flip deep-level residual choices (docs/BENCHMARKS.md). `allow_bf16=True` lets autocast apply,
-        for speed where the codes need not equal float32's."""
+        for speed where the codes need not equal float32's.
+
+        `variable_depth=True`: the same number of codes per patch (`n_levels` x scales x real channels),
+        but not the same per token: each window's patch gives its levels to the tokens (any channel,
+        any scale) whose latent residual they shrink most; a token's missing levels are -1 (all Q
+        levels are returned). Where channels differ in what they carry, this moves bits to where the
+        signal is, as a codec keeping a patch's largest coefficients does (docs/BENCHMARKS.md)."""
         self._check_modality(modality)
         keep = contextlib.nullcontext() if allow_bf16 else torch.autocast(patches.device.type, enabled=False)
         with keep:
             latents, _ = self._latents(patches.to(self.dtype), channel_ids, modality)
         s, b, t, dim = latents.shape
-        codes = torch.stack(
-            [q.encode(latents[i].reshape(b * t, dim), n_levels) for i, q in enumerate(self.quantizers)], dim=1
-        )
-        return codes.view(b, patches.shape[1], patches.shape[2], s, -1)
+        c, p = patches.shape[1], patches.shape[2]
+        if not variable_depth:
+            codes = torch.stack(
+                [q.encode(latents[i].reshape(b * t, dim), n_levels) for i, q in enumerate(self.quantizers)],
+                dim=1,
+            )
+            return codes.view(b, c, p, s, -1)
+        found = [q.residual_gains(latents[i].reshape(b * t, dim)) for i, q in enumerate(self.quantizers)]
+        codes = torch.stack([f[0] for f in found], dim=1).view(b, c, p, s, -1)
+        gains = torch.stack([f[1] for f in found], dim=1).view(b, c, p, s, -1)
+        real = channel_ids > 0  # padding channels spend nothing
+        gains = gains.masked_fill(~real[:, :, None, None, None], float("-inf"))
+        groups = gains.permute(0, 2, 3, 1, 4).reshape(b * p, s * c, -1)  # one window's patch, every token
+        budgets = ((n_levels or self.config.n_levels) * s * real.sum(dim=1)).repeat_interleave(p)
+        depths = allocate_levels(groups, budgets).view(b, p, s, c).permute(0, 3, 1, 2)  # (B, C, P, S)
+        levels = torch.arange(codes.shape[-1], device=codes.device)
+        return codes.masked_fill(levels >= depths[..., None], -1)
 
     @torch.no_grad()
     def autoencode_patches(
@@ -404,7 +424,8 @@ class BiotokTokenizer(PreTrainedModel):
 
     @torch.no_grad()
     def decode_patches(self, codes: torch.Tensor, channel_ids: torch.Tensor, modality: str) -> torch.Tensor:
-        """Codes `(B, C, P, S, Q')` (any Q' <= Q levels) -> scaled patches `(B, C, P, L)`."""
+        """Codes `(B, C, P, S, Q')` (any Q' <= Q levels; -1 where a variable-depth token has no such
+        level) -> scaled patches `(B, C, P, L)`."""
         self._check_modality(modality)
         b, c, p, s, _ = codes.shape
         quantized = torch.stack(
@@ -427,11 +448,12 @@ class BiotokTokenizer(PreTrainedModel):
         modality: str,
         unit: str = "uV",
         n_levels: int | None = None,
+        variable_depth: bool = False,
     ) -> Encoding:
         """Signal `(B, C, T)` or `(C, T)` in `unit` at `sfreq` -> `Encoding` (codes `(B, C, P, S, Q)`).
 
         Applies the modality's preset (resampling when sfreq differs, filters, scaling) and pads the
-        last patch with zeros (with a warning saying how much).
+        last patch with zeros (with a warning saying how much). `variable_depth`: see `encode_patches`.
         """
         from data_prep.presets import get_preset, patchify, preprocess
         from data_prep.recording import Recording
@@ -449,9 +471,8 @@ class BiotokTokenizer(PreTrainedModel):
                 f"padded the last patch with {pad} zero samples ({pad / preset.sfreq:.3f} s)", stacklevel=2
             )
         patches = torch.from_numpy(patchify(scaled, preset.patch_len, pad=True)).to(self.device, self.dtype)
-        codes = self.encode_patches(
-            patches, self.channel_ids([recs[0].ch_names] * len(recs), modality), modality, n_levels
-        )
+        ids = self.channel_ids([recs[0].ch_names] * len(recs), modality)
+        codes = self.encode_patches(patches, ids, modality, n_levels, variable_depth=variable_depth)
         return Encoding(
             codes=codes,
             modality=modality,

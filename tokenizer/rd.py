@@ -88,6 +88,37 @@ def stack_by_montage(corpus: Corpus) -> dict[tuple[str, ...], np.ndarray]:
     return {names: np.stack(w) for names, w in groups.items()}
 
 
+def depth_entropy_bits(codes: np.ndarray) -> float:
+    """Side information of variable-depth codes `(rows, P, S, Q)` (-1 = absent level): the empirical
+    entropy of a token's depth given its scale, in bits per token (what telling the decoder costs)."""
+    depths = (codes >= 0).sum(axis=-1)  # (rows, P, S)
+    total = 0.0
+    for scale in range(depths.shape[-1]):
+        counts = np.bincount(depths[..., scale].reshape(-1), minlength=codes.shape[-1] + 1)
+        p = counts[counts > 0] / counts.sum()
+        total -= float((p * np.log2(p)).sum())
+    return total / depths.shape[-1]
+
+
+def variable_depth_rows(
+    model: BiotokTokenizer, held: Corpus, levels: list[int], batch_size: int, device: torch.device
+) -> dict[int, dict]:
+    """For each n in `levels`: the tokenizer's metrics with `encode_patches(variable_depth=True)` at n
+    levels per token on average, and its rate with the depths' side information counted."""
+    preset, cfg = held.preset, model.config
+    out = {}
+    for n in levels:
+        result = reconstruct(model, held, [n], batch_size, device, keep_codes=True, variable_depth=True)
+        codes = np.concatenate(result["codes"])
+        side = depth_entropy_bits(codes) * cfg.n_scales * preset.sfreq / preset.patch_len
+        out[n] = {
+            **row_metrics(result["target"], result["estimate"][n]),
+            "bits_per_channel_second": cfg.bits_per_channel_second(preset.name, n) + side,
+            "side_bits_per_channel_second": side,
+        }
+    return out
+
+
 def spatial_bases(held: Corpus, fit: Corpus | None) -> tuple[list[tuple[np.ndarray, ...]], bool]:
     """Per montage of the held-out windows: (windows `(n, C, T)`, PCA basis, channel means), the PCA
     fitted on `fit`'s windows of that montage, or on the held-out ones themselves; and whether any
@@ -129,15 +160,19 @@ def rate_distortion(
     batch_size: int = 32,
     device: torch.device | str = "cpu",
     baselines: bool = True,
+    variable_depth: bool = False,
 ) -> list[dict]:
     """One row per number of levels for one corpus view; see the module docstring. `baselines=False`
-    leaves out the two codecs (they depend on the data alone: compute them once, e.g. for ablations)."""
+    leaves out the two codecs (they depend on the data alone: compute them once, e.g. for ablations);
+    `variable_depth` adds "tokenizer_variable_depth" (same codes per patch, spent where they shrink the
+    residual most; its rate counts the depths)."""
     device = torch.device(device)
     preset, cfg = held.preset, model.config
     result = reconstruct(model, held, levels, batch_size, device, continuous=True)
     target = result["target"]
     bound = row_metrics(target, result["estimate"]["continuous"])
     montages, oracle = spatial_bases(held, fit) if baselines else ([], False)
+    variable = variable_depth_rows(model, held, levels, batch_size, device) if variable_depth else {}
     rows = []
     for n in levels:
         bits = cfg.bits_per_channel_second(preset.name, n)
@@ -154,6 +189,8 @@ def rate_distortion(
                 "continuous": bound,
             }
         )
+        if variable:
+            rows[-1]["tokenizer_variable_depth"] = variable[n]
         if baselines:
             rows[-1]["dct"] = best_dct(target, preset.patch_len, per_patch)[0]
             rows[-1]["spatial_dct"] = spatial_rows(montages, oracle, preset.patch_len, per_patch)
@@ -162,14 +199,16 @@ def rate_distortion(
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| corpus | levels | bits/ch/s | biotok SNR dB | PCC | per-channel DCT SNR dB | spatial PCA+DCT SNR dB | unquantized bound dB |",
-        "|---|---|---|---|---|---|---|---|",
+        "| corpus | levels | bits/ch/s | biotok SNR dB | PCC | variable depth: SNR dB at bits/ch/s | per-channel DCT SNR dB | spatial PCA+DCT SNR dB | unquantized bound dB |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         codecs = [f"{r[key]['snr_db']:.2f}" if key in r else "—" for key in ("dct", "spatial_dct")]
+        variable = r.get("tokenizer_variable_depth")
+        varied = f"{variable['snr_db']:.2f} at {variable['bits_per_channel_second']:.1f}" if variable else "—"
         lines.append(
             f"| {r['corpus']} | {r['levels']} | {r['bits_per_channel_second']:.0f} | "
-            f"{r['tokenizer']['snr_db']:.2f} | {r['tokenizer']['pcc']:.3f} | {' | '.join(codecs)} | "
+            f"{r['tokenizer']['snr_db']:.2f} | {r['tokenizer']['pcc']:.3f} | {varied} | {' | '.join(codecs)} | "
             f"{r['continuous']['snr_db']:.2f} |"
         )
     return "\n".join(lines)
@@ -187,6 +226,14 @@ def plot(rows: list[dict], path: str | Path, title: str = "Rate-distortion on he
     for ax, name in zip(axes[0], corpora):
         mine = [r for r in rows if r["corpus"] == name]
         bits = [r["bits_per_channel_second"] for r in mine]
+        if "tokenizer_variable_depth" in mine[0]:
+            varied = [r["tokenizer_variable_depth"] for r in mine]
+            ax.plot(
+                [v["bits_per_channel_second"] for v in varied],
+                [v["snr_db"] for v in varied],
+                "o:",
+                label="biotok, variable depth",
+            )
         for key, label, style in (
             ("tokenizer", "biotok", "o-"),
             ("dct", "per-channel DCT", "s--"),
@@ -230,6 +277,13 @@ class RDArgs:
     )
     levels: str = field(default="1,2,4,8", metadata={"help": "numbers of RVQ levels, comma-separated"})
     batch_size: int = field(default=32, metadata={"help": "windows per encode batch"})
+    variable_depth: bool = field(
+        default=False,
+        metadata={
+            "help": "add the variable-depth rows (the same codes per patch, each token's depth chosen by "
+            "its residual; the rate counts the depths' entropy)"
+        },
+    )
     codecs: bool = field(
         default=True,
         metadata={
@@ -287,7 +341,11 @@ def run(args: RDArgs) -> list[dict]:
                 print(f"{name}: preset {corpus.preset.name!r} is not one of this tokenizer's, skipped")
                 continue
             fit, held = corpus.split_subjects(set(subjects[name])) if name in subjects else (None, corpus)
-            rows.extend(rate_distortion(model, held, fit, levels, args.batch_size, device, args.codecs))
+            rows.extend(
+                rate_distortion(
+                    model, held, fit, levels, args.batch_size, device, args.codecs, args.variable_depth
+                )
+            )
     (out / "rd.json").write_text(json.dumps(rows, indent=1))
     table = markdown(rows)
     (out / "rd.md").write_text(table + "\n")

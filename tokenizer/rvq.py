@@ -54,6 +54,20 @@ def residual_codes(x: torch.Tensor, codebooks: torch.Tensor) -> torch.Tensor:
     return torch.stack(codes, dim=1)
 
 
+def allocate_levels(gains: torch.Tensor, budgets: torch.Tensor) -> torch.Tensor:
+    """Variable depth: gains `(G, T, Q)` (how much each token's next level shrinks its squared residual)
+    and budgets `(G,)` (codes each group of T tokens may spend) -> depths `(G, T)`, each group's levels
+    given to its largest gains. The gains are first made non-increasing along the levels, so that the
+    levels a token gets are always its first ones (RVQ's prefix); a gain of -inf is never chosen."""
+    g, t, q = gains.shape
+    ranked = gains.cummin(dim=-1).values.reshape(g, t * q)
+    order = ranked.argsort(dim=1, descending=True, stable=True)
+    chosen = torch.arange(t * q, device=gains.device)[None] < budgets[:, None]
+    chosen &= torch.isfinite(ranked.gather(1, order))
+    picked = torch.zeros_like(chosen).scatter_(1, order, chosen)
+    return picked.view(g, t, q).sum(dim=-1)
+
+
 def exact_codes(x: torch.Tensor, codebooks: torch.Tensor) -> torch.Tensor:
     """Reference codes `(n, levels)`: exhaustive nearest-code search in float64, level by level on the
     float64 residual, for x `(n, dim)` and codebooks `(levels, K, dim)` (tests and benchmarks)."""
@@ -245,11 +259,26 @@ class ResidualVQ(nn.Module):
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """codes `(..., levels)` -> vectors `(..., dim)`; fewer levels than trained decode coarser."""
+        """codes `(..., levels)` -> vectors `(..., dim)`; fewer levels than trained decode coarser, and a
+        code of -1 (a level a variable-depth token does not have) adds nothing."""
         out = 0
         for level in range(codes.shape[-1]):
-            out = out + self.codebooks[level][codes[..., level]]
+            code = codes[..., level]
+            vectors = self.codebooks[level][code.clamp(min=0)]
+            out = out + (vectors * (code >= 0)[..., None] if (code < 0).any() else vectors)
         return out
+
+    @torch.no_grad()
+    def residual_gains(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x `(n, dim)` -> (codes `(n, levels)`, gains `(n, levels)`): how much each level shrinks the
+        squared residual of the levels before it (what variable-depth encoding ranks)."""
+        codes = self.encode(x)
+        residual, errors = x.float(), [x.float().pow(2).sum(-1)]
+        for level in range(self.n_levels):
+            residual = residual - self.codebooks[level][codes[:, level]].float()
+            errors.append(residual.pow(2).sum(-1))
+        errors = torch.stack(errors, dim=1)
+        return codes, errors[:, :-1] - errors[:, 1:]
 
     def encode(self, x: torch.Tensor, n_levels: int | None = None) -> torch.Tensor:
         """x `(n, dim)` -> codes `(n, levels)`; pure lookup, no state change."""
