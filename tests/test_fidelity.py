@@ -313,11 +313,21 @@ def test_rd_command_writes_the_table_and_figure(synthetic_root, tmp_path):
         [
             "--tokenizer", str(tmp_path / "tok"), "--corpora", str(tmp_path / "c" / "eeg_synthetic"),
             "--subjects", json.dumps({"eeg_synthetic": held}), "--levels", "1,2", "--out", str(tmp_path / "rd"),
+            "--variable_depth", "true",
         ]
     )  # fmt: skip
     assert code == 0
     rows = json.loads((tmp_path / "rd" / "rd.json").read_text())
     assert [r["levels"] for r in rows] == [1, 2] and rows[0]["subjects"] == held
+    # variable depth: the same codes, its rate above the fixed one by exactly the depths' side information
+    # (an untrained model's residual gains are alike: every token may keep n levels, and then it is 0)
+    for row in rows:
+        varied = row["tokenizer_variable_depth"]
+        assert varied["side_bits_per_channel_second"] >= 0
+        assert varied["bits_per_channel_second"] == pytest.approx(
+            row["bits_per_channel_second"] + varied["side_bits_per_channel_second"]
+        )
+    assert " at " in (tmp_path / "rd" / "rd.md").read_text()
     assert rows[0]["spatial_dct"]["pca_fitted_on"] == "other subjects"
     # at twice the bits both codecs do better
     assert rows[1]["dct"]["snr_db"] > rows[0]["dct"]["snr_db"]
