@@ -349,3 +349,19 @@ def test_rd_command_writes_the_table_and_figure(synthetic_root, tmp_path):
     rows = json.loads((out / "rd.json").read_text())
     assert [r["corpus"] for r in rows] == ["recordings"] and rows[0]["rows"] > 0
     assert rows[0]["spatial_dct"]["pca_fitted_on"] == "evaluated windows"
+
+
+def test_depth_side_information_counts_what_the_previous_scale_does_not_tell():
+    from tokenizer.rd import depth_entropy_bits
+
+    rng = np.random.default_rng(0)
+    levels = np.arange(8)
+    # depths 0-2 drawn once per token and repeated at every scale: only the first scale's depth costs
+    same = np.repeat(rng.integers(0, 3, size=(4000, 4, 1)), 4, axis=2)
+    codes = np.where(levels < same[..., None], 7, -1)
+    assert depth_entropy_bits(codes) == pytest.approx(np.log2(3) / 4, abs=0.01)
+    # drawn independently at each scale: every scale costs its full entropy
+    fresh = rng.integers(0, 3, size=(4000, 4, 4))
+    assert depth_entropy_bits(np.where(levels < fresh[..., None], 7, -1)) == pytest.approx(
+        np.log2(3), abs=0.01
+    )

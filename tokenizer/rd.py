@@ -88,15 +88,23 @@ def stack_by_montage(corpus: Corpus) -> dict[tuple[str, ...], np.ndarray]:
     return {names: np.stack(w) for names, w in groups.items()}
 
 
+def _entropy_bits(symbols: np.ndarray) -> float:
+    counts = np.bincount(symbols.reshape(-1))
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log2(p)).sum())
+
+
 def depth_entropy_bits(codes: np.ndarray) -> float:
-    """Side information of variable-depth codes `(rows, P, S, Q)` (-1 = absent level): the empirical
-    entropy of a token's depth given its scale, in bits per token (what telling the decoder costs)."""
+    """Side information of variable-depth codes `(rows, P, S, Q)` (-1 = absent level), in bits per
+    token: the empirical entropy of a token's depth at the first scale, and at each later scale given
+    the same token's depth at the scale before (a context-adaptive coder's rate; the decoder reads the
+    scales in order). What telling the decoder the depths costs."""
     depths = (codes >= 0).sum(axis=-1)  # (rows, P, S)
-    total = 0.0
-    for scale in range(depths.shape[-1]):
-        counts = np.bincount(depths[..., scale].reshape(-1), minlength=codes.shape[-1] + 1)
-        p = counts[counts > 0] / counts.sum()
-        total -= float((p * np.log2(p)).sum())
+    context = codes.shape[-1] + 1
+    total = _entropy_bits(depths[..., 0])
+    for scale in range(1, depths.shape[-1]):
+        pair = depths[..., scale] * context + depths[..., scale - 1]
+        total += _entropy_bits(pair) - _entropy_bits(depths[..., scale - 1])
     return total / depths.shape[-1]
 
 
