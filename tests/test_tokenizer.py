@@ -108,7 +108,9 @@ def test_variable_depth_spends_the_same_codes_where_the_signal_is(model):
         error = (latents.reshape(s, b * tokens, dim) - rebuilt).pow(2).sum(-1).view(s, b, tokens)
         return float((error * (ids > 0).repeat_interleave(4, dim=1)).sum())
 
-    assert unexplained(codes) < 0.95 * unexplained(torch.cat([uniform, full[..., 2:] * 0 - 1], dim=-1))
+    assert unexplained(codes) < 0.95 * unexplained(
+        torch.cat([uniform, torch.full_like(full[..., 2:], -1)], dim=-1)
+    )
 
 
 def test_variable_depth_gives_a_loud_channel_more_levels_in_the_shipped_tokenizer():

@@ -63,7 +63,7 @@ def reconstruct(
         for s in range(cfg.n_scales):
             for q in range(cfg.n_levels):
                 level = valid_codes[:, :, s, q].reshape(-1)
-                level = level[level >= 0] if variable_depth else level  # -1: a level the token lacks
+                level = level[level >= 0]  # -1: a level a variable-depth token lacks
                 counts[s, q] += torch.bincount(level, minlength=cfg.codebook_size).double().cpu()
         for n in levels:
             with torch.autocast(device.type, torch.bfloat16, enabled=bf16):

@@ -264,8 +264,8 @@ class ResidualVQ(nn.Module):
         out = 0
         for level in range(codes.shape[-1]):
             code = codes[..., level]
-            vectors = self.codebooks[level][code.clamp(min=0)]
-            out = out + (vectors * (code >= 0)[..., None] if (code < 0).any() else vectors)
+            # a mask, not a test for any -1: `.any()` would make the host wait for the GPU at every level
+            out = out + self.codebooks[level][code.clamp(min=0)] * (code >= 0)[..., None]
         return out
 
     @torch.no_grad()
