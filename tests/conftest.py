@@ -52,3 +52,13 @@ def real_work(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory) -> Path:
     return write_default_dataset(tmp_path_factory.mktemp("synthetic"), TINY_SYNTHETIC, progress=False)
+
+
+@pytest.fixture(scope="session")
+def eegbci_corpus(real, tmp_path_factory) -> Path:
+    """Real EEGBCI S001-S003 prepared once (the tokenizer and spatial coding tests share it)."""
+    from data_prep.prepare import PrepareArgs, run
+
+    out = tmp_path_factory.mktemp("eegbci")
+    run(PrepareArgs(sources="shared_real", root=str(real), out=str(out), corpora=["eegbci"], progress=False))
+    return out / "eegbci"

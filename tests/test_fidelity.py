@@ -313,7 +313,7 @@ def test_rd_command_writes_the_table_and_figure(synthetic_root, tmp_path):
         [
             "--tokenizer", str(tmp_path / "tok"), "--corpora", str(tmp_path / "c" / "eeg_synthetic"),
             "--subjects", json.dumps({"eeg_synthetic": held}), "--levels", "1,2", "--out", str(tmp_path / "rd"),
-            "--variable_depth", "true",
+            "--variable_depth", "true", "--spatial_coding", "true",
         ]
     )  # fmt: skip
     assert code == 0
@@ -328,6 +328,11 @@ def test_rd_command_writes_the_table_and_figure(synthetic_root, tmp_path):
             row["bits_per_channel_second"] + varied["side_bits_per_channel_second"]
         )
     assert " at " in (tmp_path / "rd" / "rd.md").read_text()
+    # spatial latent coding: the tokenizer's rate, axes fitted on the subject not measured (that it rebuilds
+    # better than the tokens' own codes is tests/test_spatial.py's, on the shipped model: this one is untrained)
+    joint = [row["tokenizer_spatial_coding"] for row in rows]
+    assert [j["bits_per_channel_second"] for j in joint] == [r["bits_per_channel_second"] for r in rows]
+    assert joint[0]["axes_fitted_on"] == "other subjects"
     assert rows[0]["spatial_dct"]["pca_fitted_on"] == "other subjects"
     # at twice the bits both codecs do better
     assert rows[1]["dct"]["snr_db"] > rows[0]["dct"]["snr_db"]

@@ -131,15 +131,6 @@ def test_variable_depth_gives_a_loud_channel_more_levels_in_the_shipped_tokenize
     assert error < ((model.decode(fixed) - signal) ** 2).sum()
 
 
-@pytest.fixture(scope="module")
-def eegbci_corpus(real, tmp_path_factory):
-    from data_prep.prepare import PrepareArgs, run
-
-    out = tmp_path_factory.mktemp("eegbci")
-    run(PrepareArgs(sources="shared_real", root=str(real), out=str(out), corpora=["eegbci"], progress=False))
-    return out / "eegbci"
-
-
 def _log(path):
     import json
 

@@ -39,6 +39,7 @@ from .baseline import (
 )
 from .evaluate import reconstruct, row_metrics
 from .model import BiotokTokenizer
+from .spatial import SpatialLatentCoder, fit_codebooks, montage_latents
 
 
 def best_dct(target: np.ndarray, patch_len: int, budget: float) -> tuple[dict, np.ndarray]:
@@ -127,6 +128,95 @@ def variable_depth_rows(
     return out
 
 
+def _montage_patches(
+    model: BiotokTokenizer, windows: np.ndarray, names: tuple[str, ...], preset, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    n, c, t = windows.shape
+    patches = torch.from_numpy(windows).float().view(n, c, t // preset.patch_len, preset.patch_len)
+    return patches.to(device), model.channel_ids([list(names)] * n, preset.name).to(device)
+
+
+def montage_coders(
+    model: BiotokTokenizer, held: Corpus, fit: Corpus | None, device: torch.device
+) -> tuple[dict, list[torch.Tensor], bool]:
+    """Spatial latent coders (`tokenizer.spatial`) without codebooks, one per held-out montage, their axes
+    fitted on `fit`'s windows of that montage, or on the held-out windows themselves where `fit` has none
+    ("oracle", as the spatial codec's PCA then is): {names: (coder, latents its schedule is measured on)};
+    the normalised components of `fit`'s windows of every montage (each on its own axes), for codebooks
+    (of the held-out windows only when `fit` is empty); and whether any montage is "oracle"."""
+    preset = held.preset
+    fitted = stack_by_montage(fit) if fit is not None and len(fit) else {}
+    held_groups = stack_by_montage(held)
+    sources = {**{k: w for k, w in held_groups.items() if k not in fitted}, **fitted}
+    coders, components = {}, []
+    for names, windows in sources.items():
+        patches, ids = _montage_patches(model, windows, names, preset, device)
+        latents = montage_latents(model, patches, ids, preset.name)
+        coder = SpatialLatentCoder.from_latents(latents, preset.name, list(names), model.config.config_hash())
+        if names in held_groups:
+            coders[names] = (coder, latents)
+        if names in fitted or not fitted:
+            components.append(coder._components(latents))
+    return coders, components, any(names not in fitted for names in held_groups)
+
+
+def spatial_codebooks(model: BiotokTokenizer, views: dict, device: torch.device) -> dict[str, torch.Tensor]:
+    """Spatial latent coding's codebooks `(S, Q, K, D)` per corpus, from {name: (fit, held)}: fitted on the
+    corpus's own fitting windows where they hold at least 4 x K latent vectors per scale; otherwise (one
+    15-lead ECG record beside two-lead ones) one stack fitted over every corpus's fitting windows, since K
+    codes fitted on fewer vectors memorise them and their deep levels learn nothing."""
+    size = model.config.codebook_size
+    found = {name: montage_coders(model, held, fit, device)[1] for name, (fit, held) in views.items()}
+
+    def vectors(components: list[torch.Tensor]) -> int:
+        return sum(c[0].numel() // c.shape[-1] for c in components)
+
+    books = {name: fit_codebooks(c, size, 16) for name, c in found.items() if vectors(c) >= 4 * size}
+    if len(books) < len(found):
+        pooled = fit_codebooks([c for parts in found.values() for c in parts], size, 16)
+        for name in found:
+            if name not in books:
+                print(
+                    f"{name}: {vectors(found[name])} latent vectors per scale, spatial coding uses the codebooks of every corpus"
+                )
+                books[name] = pooled
+    return books
+
+
+def spatial_coding_rows(
+    model: BiotokTokenizer,
+    held: Corpus,
+    fit: Corpus | None,
+    levels: list[int],
+    device: torch.device,
+    codebooks: torch.Tensor | None = None,
+) -> dict[int, dict]:
+    """For each n in `levels`: the tokenizer with spatial latent coding at n codes per channel and scale
+    (the tokenizer's rate at n levels; `montage_coders` says what is fitted where). `codebooks`
+    `(S, Q, K, D)`: fitted beforehand (e.g. over every corpus, `run`), else on this corpus's `fit`."""
+    preset = held.preset
+    coders, components, oracle = montage_coders(model, held, fit, device)
+    if codebooks is None:
+        codebooks = fit_codebooks(components, model.config.codebook_size, max_levels=16)
+    out = {}
+    for n in levels:
+        targets, estimates = [], []
+        for names, windows in stack_by_montage(held).items():
+            coder, latents = coders[names]
+            if coder.max_levels == 0:
+                coder.set_codebooks(codebooks, latents)
+            patches, ids = _montage_patches(model, windows, names, preset, device)
+            rebuilt = coder.decode_patches(model, coder.encode_patches(model, patches, ids, n), ids)
+            targets.append(windows.reshape(-1, windows.shape[-1]))
+            estimates.append(rebuilt.float().cpu().numpy().reshape(-1, windows.shape[-1]))
+        out[n] = {
+            **row_metrics(np.concatenate(targets), np.concatenate(estimates)),
+            "bits_per_channel_second": model.config.bits_per_channel_second(preset.name, n),
+            "axes_fitted_on": "evaluated windows" if oracle else "other subjects",
+        }
+    return out
+
+
 def spatial_bases(held: Corpus, fit: Corpus | None) -> tuple[list[tuple[np.ndarray, ...]], bool]:
     """Per montage of the held-out windows: (windows `(n, C, T)`, PCA basis, channel means), the PCA
     fitted on `fit`'s windows of that montage, or on the held-out ones themselves; and whether any
@@ -169,11 +259,14 @@ def rate_distortion(
     device: torch.device | str = "cpu",
     baselines: bool = True,
     variable_depth: bool = False,
+    spatial_coding: bool = False,
+    spatial_codebooks: torch.Tensor | None = None,
 ) -> list[dict]:
     """One row per number of levels for one corpus view; see the module docstring. `baselines=False`
     leaves out the two codecs (they depend on the data alone: compute them once, e.g. for ablations);
     `variable_depth` adds "tokenizer_variable_depth" (same codes per patch, spent where they shrink the
-    residual most; its rate counts the depths)."""
+    residual most; its rate counts the depths); `spatial_coding` adds "tokenizer_spatial_coding" (the
+    montage's latents coded jointly across channels, `spatial_coding_rows`, with `spatial_codebooks`)."""
     device = torch.device(device)
     preset, cfg = held.preset, model.config
     result = reconstruct(model, held, levels, batch_size, device, continuous=True)
@@ -181,6 +274,7 @@ def rate_distortion(
     bound = row_metrics(target, result["estimate"]["continuous"])
     montages, oracle = spatial_bases(held, fit) if baselines else ([], False)
     variable = variable_depth_rows(model, held, levels, batch_size, device) if variable_depth else {}
+    joint = spatial_coding_rows(model, held, fit, levels, device, spatial_codebooks) if spatial_coding else {}
     rows = []
     for n in levels:
         bits = cfg.bits_per_channel_second(preset.name, n)
@@ -199,6 +293,8 @@ def rate_distortion(
         )
         if variable:
             rows[-1]["tokenizer_variable_depth"] = variable[n]
+        if joint:
+            rows[-1]["tokenizer_spatial_coding"] = joint[n]
         if baselines:
             rows[-1]["dct"] = best_dct(target, preset.patch_len, per_patch)[0]
             rows[-1]["spatial_dct"] = spatial_rows(montages, oracle, preset.patch_len, per_patch)
@@ -207,16 +303,18 @@ def rate_distortion(
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| corpus | levels | bits/ch/s | biotok SNR dB | PCC | variable depth: SNR dB at bits/ch/s | per-channel DCT SNR dB | spatial PCA+DCT SNR dB | unquantized bound dB |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| corpus | levels | bits/ch/s | biotok SNR dB | PCC | variable depth: SNR dB at bits/ch/s | biotok + spatial latent coding SNR dB | per-channel DCT SNR dB | spatial PCA+DCT SNR dB | unquantized bound dB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         codecs = [f"{r[key]['snr_db']:.2f}" if key in r else "—" for key in ("dct", "spatial_dct")]
         variable = r.get("tokenizer_variable_depth")
         varied = f"{variable['snr_db']:.2f} at {variable['bits_per_channel_second']:.1f}" if variable else "—"
+        joint = r.get("tokenizer_spatial_coding")
+        joint = f"{joint['snr_db']:.2f}" if joint else "—"
         lines.append(
             f"| {r['corpus']} | {r['levels']} | {r['bits_per_channel_second']:.0f} | "
-            f"{r['tokenizer']['snr_db']:.2f} | {r['tokenizer']['pcc']:.3f} | {varied} | {' | '.join(codecs)} | "
+            f"{r['tokenizer']['snr_db']:.2f} | {r['tokenizer']['pcc']:.3f} | {varied} | {joint} | {' | '.join(codecs)} | "
             f"{r['continuous']['snr_db']:.2f} |"
         )
     return "\n".join(lines)
@@ -244,6 +342,7 @@ def plot(rows: list[dict], path: str | Path, title: str = "Rate-distortion on he
             )
         for key, label, style in (
             ("tokenizer", "biotok", "o-"),
+            ("tokenizer_spatial_coding", "biotok + spatial latent coding", "D-"),
             ("dct", "per-channel DCT", "s--"),
             ("spatial_dct", "spatial PCA + DCT", "^--"),
         ):
@@ -290,6 +389,13 @@ class RDArgs:
         metadata={
             "help": "add the variable-depth rows (the same codes per patch, each token's depth chosen by "
             "its residual; the rate counts the depths' entropy)"
+        },
+    )
+    spatial_coding: bool = field(
+        default=False,
+        metadata={
+            "help": "add the spatial latent coding rows (each montage's latents rotated onto their principal "
+            "axes, fitted on the other subjects, and coded jointly; the tokenizer's rate at each level)"
         },
     )
     codecs: bool = field(
@@ -343,15 +449,27 @@ def run(args: RDArgs) -> list[dict]:
             if args.recordings
             else load_corpora(args.corpora)
         )
-        rows = []
+        views = {}
         for name, corpus in corpora.items():
             if corpus.preset.name not in model.config.modalities:
                 print(f"{name}: preset {corpus.preset.name!r} is not one of this tokenizer's, skipped")
                 continue
-            fit, held = corpus.split_subjects(set(subjects[name])) if name in subjects else (None, corpus)
+            views[name] = corpus.split_subjects(set(subjects[name])) if name in subjects else (None, corpus)
+        codebooks = spatial_codebooks(model, views, device) if args.spatial_coding else {}
+        rows = []
+        for name, (fit, held) in views.items():
             rows.extend(
                 rate_distortion(
-                    model, held, fit, levels, args.batch_size, device, args.codecs, args.variable_depth
+                    model,
+                    held,
+                    fit,
+                    levels,
+                    args.batch_size,
+                    device,
+                    args.codecs,
+                    args.variable_depth,
+                    args.spatial_coding,
+                    codebooks.get(name),
                 )
             )
     (out / "rd.json").write_text(json.dumps(rows, indent=1))
