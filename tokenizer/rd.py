@@ -156,7 +156,7 @@ def montage_coders(
         if names in held_groups:
             coders[names] = (coder, latents)
         if names in fitted or not fitted:
-            components.append(coder._components(latents))
+            components.append(coder.normalised_components(latents))
     return coders, components, any(names not in fitted for names in held_groups)
 
 

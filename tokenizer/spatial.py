@@ -108,7 +108,7 @@ class SpatialLatentCoder(nn.Module):
         budget = torch.tensor([n_levels * s * c], device=self.gains.device)
         return allocate_levels(self.gains.reshape(1, s * c, q), budget).view(s, c)
 
-    def _components(self, latents: torch.Tensor) -> torch.Tensor:
+    def normalised_components(self, latents: torch.Tensor) -> torch.Tensor:
         """`(S, B, C, P, D)` latents -> RMS-normalised components, same shape."""
         centred = latents.float() - self.mean[:, None, :, None]
         components = torch.einsum("sck,sbcpd->sbkpd", self.axes, centred)
@@ -116,7 +116,7 @@ class SpatialLatentCoder(nn.Module):
 
     def encode_latents(self, latents: torch.Tensor, n_levels: int) -> torch.Tensor:
         """Latents `(S, B, C, P, D)` -> codes `(B, S, C, P, Q)` (C: components; -1 past the schedule)."""
-        components = self._components(latents)
+        components = self.normalised_components(latents)
         s, b, c, p, d = components.shape
         codes = torch.stack(
             [residual_codes(components[i].reshape(-1, d), self.codebooks[i]) for i in range(s)]
@@ -201,7 +201,7 @@ class SpatialLatentCoder(nn.Module):
         coder = cls.from_latents(latents, modality, ch_names, tokenizer.config.config_hash())
         if codebooks is None:
             codebooks = fit_codebooks(
-                [coder._components(latents)],
+                [coder.normalised_components(latents)],
                 tokenizer.config.codebook_size,
                 max_levels,
                 kmeans_iters,
@@ -229,7 +229,7 @@ class SpatialLatentCoder(nn.Module):
     def level_gains(self, latents: torch.Tensor) -> torch.Tensor:
         """Mean reduction of the squared latent error by each level of each (scale, component) `(S, C, Q)`
         over latents `(S, B, C, P, D)` (the axes are orthonormal: component error = latent error)."""
-        components = self._components(latents)
+        components = self.normalised_components(latents)
         s, _, c, _, d = components.shape
         gains = []
         for i in range(s):
@@ -287,7 +287,7 @@ def fit_codebooks(
     seed: int = 0,
 ) -> torch.Tensor:
     """Residual k-means codebooks `(S, Q, K, D)` on RMS-normalised components, each `(S, B, C, P, D)`
-    (one per montage: `SpatialLatentCoder._components`); at most `max_vectors` per scale, drawn at random."""
+    (one per montage: `SpatialLatentCoder.normalised_components`); at most `max_vectors` per scale, drawn at random."""
     generator = torch.Generator().manual_seed(seed)
     d = components[0].shape[-1]
     books = []
