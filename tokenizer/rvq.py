@@ -79,6 +79,29 @@ def exact_codes(x: torch.Tensor, codebooks: torch.Tensor) -> torch.Tensor:
     return torch.stack(codes, dim=1)
 
 
+def residual_decode(codes: torch.Tensor, codebooks: torch.Tensor) -> torch.Tensor:
+    """Codes `(..., levels)` -> the sum of their codebook vectors `(..., dim)` under codebooks `(levels', K,
+    dim)` (levels <= levels'); a code of -1 (a level a variable-depth token does not have) adds nothing."""
+    out = 0
+    for level in range(codes.shape[-1]):
+        code = codes[..., level]
+        # a mask, not a test for any -1: `.any()` would make the host wait for the GPU at every level
+        out = out + codebooks[level][code.clamp(min=0)] * (code >= 0)[..., None]
+    return out
+
+
+def residual_gains(x: torch.Tensor, codebooks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x `(n, dim)` under codebooks `(levels, K, dim)` -> (codes `(n, levels)`, gains `(n, levels)`): how much
+    each level shrinks the squared residual of the levels before it."""
+    codes = residual_codes(x, codebooks)
+    residual, errors = x.float(), [x.float().pow(2).sum(-1)]
+    for level in range(codebooks.shape[0]):
+        residual = residual - codebooks[level][codes[:, level]].float()
+        errors.append(residual.pow(2).sum(-1))
+    errors = torch.stack(errors, dim=1)
+    return codes, errors[:, :-1] - errors[:, 1:]
+
+
 def kmeans(x: torch.Tensor, k: int, iters: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Plain k-means (Lloyd) from k random rows; empty clusters keep their previous centre."""
     n = x.shape[0]
@@ -261,24 +284,13 @@ class ResidualVQ(nn.Module):
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes `(..., levels)` -> vectors `(..., dim)`; fewer levels than trained decode coarser, and a
         code of -1 (a level a variable-depth token does not have) adds nothing."""
-        out = 0
-        for level in range(codes.shape[-1]):
-            code = codes[..., level]
-            # a mask, not a test for any -1: `.any()` would make the host wait for the GPU at every level
-            out = out + self.codebooks[level][code.clamp(min=0)] * (code >= 0)[..., None]
-        return out
+        return residual_decode(codes, self.codebooks)
 
     @torch.no_grad()
     def residual_gains(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x `(n, dim)` -> (codes `(n, levels)`, gains `(n, levels)`): how much each level shrinks the
         squared residual of the levels before it (what variable-depth encoding ranks)."""
-        codes = self.encode(x)
-        residual, errors = x.float(), [x.float().pow(2).sum(-1)]
-        for level in range(self.n_levels):
-            residual = residual - self.codebooks[level][codes[:, level]].float()
-            errors.append(residual.pow(2).sum(-1))
-        errors = torch.stack(errors, dim=1)
-        return codes, errors[:, :-1] - errors[:, 1:]
+        return residual_gains(x, self.codebooks)
 
     def encode(self, x: torch.Tensor, n_levels: int | None = None) -> torch.Tensor:
         """x `(n, dim)` -> codes `(n, levels)`; pure lookup, no state change."""

@@ -33,7 +33,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .model import BiotokTokenizer
-from .rvq import allocate_levels, kmeans, residual_codes
+from .rvq import allocate_levels, kmeans, residual_codes, residual_decode, residual_gains
 
 
 @torch.no_grad()
@@ -128,12 +128,9 @@ class SpatialLatentCoder(nn.Module):
     def decode_latents(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes `(B, S, C, P, Q')` -> latents `(S, B, C, P, D)`; a code of -1 adds nothing."""
         codes = codes.permute(1, 0, 2, 3, 4)
-        components = 0
-        for level in range(codes.shape[-1]):
-            code = codes[..., level]
-            books = self.codebooks[:, level]  # (S, K, D)
-            picked = torch.stack([books[i][code[i].clamp(min=0)] for i in range(code.shape[0])])
-            components = components + picked * (code >= 0)[..., None]
+        components = torch.stack(
+            [residual_decode(codes[i], self.codebooks[i]) for i in range(codes.shape[0])]
+        )
         components = components * self.rms[:, None, :, None, None]
         return torch.einsum("sck,sbkpd->sbcpd", self.axes, components) + self.mean[:, None, :, None]
 
@@ -233,14 +230,9 @@ class SpatialLatentCoder(nn.Module):
         s, _, c, _, d = components.shape
         gains = []
         for i in range(s):
-            flat = components[i].permute(1, 0, 2, 3).reshape(c, -1, d)  # (C, B*P, D)
-            codes = residual_codes(flat.reshape(-1, d), self.codebooks[i]).view(c, -1, self.max_levels)
-            residual, errors = flat, [flat.pow(2).sum(-1).mean(-1)]
-            for level in range(self.max_levels):
-                residual = residual - self.codebooks[i][level][codes[..., level]]
-                errors.append(residual.pow(2).sum(-1).mean(-1))
-            errors = torch.stack(errors, dim=1)  # (C, Q + 1)
-            gains.append((errors[:, :-1] - errors[:, 1:]) * self.rms[i, :, None] ** 2)
+            flat = components[i].transpose(0, 1).reshape(-1, d)  # (C * B * P, D), component-major
+            per_vector = residual_gains(flat, self.codebooks[i])[1].view(c, -1, self.max_levels)
+            gains.append(per_vector.mean(dim=1) * self.rms[i, :, None] ** 2)
         return torch.stack(gains)
 
     # ------------------------------------------------------------ save / load
