@@ -160,13 +160,13 @@ def montage_coders(
     return coders, components, any(names not in fitted for names in held_groups)
 
 
-def spatial_codebooks(model: BiotokTokenizer, views: dict, device: torch.device) -> dict[str, torch.Tensor]:
-    """Spatial latent coding's codebooks `(S, Q, K, D)` per corpus, from {name: (fit, held)}: fitted on the
-    corpus's own fitting windows where they hold at least 4 x K latent vectors per scale; otherwise (one
-    15-lead ECG record beside two-lead ones) one stack fitted over every corpus's fitting windows, since K
-    codes fitted on fewer vectors memorise them and their deep levels learn nothing."""
+def spatial_codebooks(model: BiotokTokenizer, fits: dict[str, tuple]) -> dict[str, torch.Tensor]:
+    """Spatial latent coding's codebooks `(S, Q, K, D)` per corpus, from {name: `montage_coders` result}:
+    fitted on the corpus's own fitting windows where they hold at least 4 x K latent vectors per scale;
+    otherwise (one 15-lead ECG record beside two-lead ones) one stack fitted over every corpus's fitting
+    windows, since K codes fitted on fewer vectors memorise them and their deep levels learn nothing."""
     size = model.config.codebook_size
-    found = {name: montage_coders(model, held, fit, device)[1] for name, (fit, held) in views.items()}
+    found = {name: fitted[1] for name, fitted in fits.items()}
 
     def vectors(components: list[torch.Tensor]) -> int:
         return sum(c[0].numel() // c.shape[-1] for c in components)
@@ -186,27 +186,30 @@ def spatial_codebooks(model: BiotokTokenizer, views: dict, device: torch.device)
 def spatial_coding_rows(
     model: BiotokTokenizer,
     held: Corpus,
-    fit: Corpus | None,
     levels: list[int],
     device: torch.device,
+    fitted: tuple,
     codebooks: torch.Tensor | None = None,
 ) -> dict[int, dict]:
     """For each n in `levels`: the tokenizer with spatial latent coding at n codes per channel and scale
-    (the tokenizer's rate at n levels; `montage_coders` says what is fitted where). `codebooks`
-    `(S, Q, K, D)`: fitted beforehand (e.g. over every corpus, `run`), else on this corpus's `fit`."""
+    (the tokenizer's rate at n levels), with the coders of `montage_coders` (`fitted`, which says what is
+    fitted where). `codebooks` `(S, Q, K, D)`: fitted beforehand (e.g. over every corpus, `run`), else on
+    the fitting windows' components."""
     preset = held.preset
-    coders, components, oracle = montage_coders(model, held, fit, device)
+    coders, components, oracle = fitted
     if codebooks is None:
         codebooks = fit_codebooks(components, model.config.codebook_size, max_levels=16)
+    montages = []  # (coder, windows, channel ids, held-out latents): the encoder runs once per montage
+    for names, windows in stack_by_montage(held).items():
+        coder, latents = coders[names]
+        coder.set_codebooks(codebooks, latents)
+        patches, ids = _montage_patches(model, windows, names, preset, device)
+        montages.append((coder, windows, ids, montage_latents(model, patches, ids, preset.name)))
     out = {}
     for n in levels:
         targets, estimates = [], []
-        for names, windows in stack_by_montage(held).items():
-            coder, latents = coders[names]
-            if coder.max_levels == 0:
-                coder.set_codebooks(codebooks, latents)
-            patches, ids = _montage_patches(model, windows, names, preset, device)
-            rebuilt = coder.decode_patches(model, coder.encode_patches(model, patches, ids, n), ids)
+        for coder, windows, ids, latents in montages:
+            rebuilt = coder.decode_patches(model, coder.encode_latents(latents, n), ids)
             targets.append(windows.reshape(-1, windows.shape[-1]))
             estimates.append(rebuilt.float().cpu().numpy().reshape(-1, windows.shape[-1]))
         out[n] = {
@@ -260,13 +263,15 @@ def rate_distortion(
     baselines: bool = True,
     variable_depth: bool = False,
     spatial_coding: bool = False,
+    spatial_fit: tuple | None = None,
     spatial_codebooks: torch.Tensor | None = None,
 ) -> list[dict]:
     """One row per number of levels for one corpus view; see the module docstring. `baselines=False`
     leaves out the two codecs (they depend on the data alone: compute them once, e.g. for ablations);
     `variable_depth` adds "tokenizer_variable_depth" (same codes per patch, spent where they shrink the
     residual most; its rate counts the depths); `spatial_coding` adds "tokenizer_spatial_coding" (the
-    montage's latents coded jointly across channels, `spatial_coding_rows`, with `spatial_codebooks`)."""
+    montage's latents coded jointly across channels, `spatial_coding_rows`, with `spatial_codebooks`;
+    `spatial_fit`: this view's `montage_coders` result where the caller has it already)."""
     device = torch.device(device)
     preset, cfg = held.preset, model.config
     result = reconstruct(model, held, levels, batch_size, device, continuous=True)
@@ -274,7 +279,10 @@ def rate_distortion(
     bound = row_metrics(target, result["estimate"]["continuous"])
     montages, oracle = spatial_bases(held, fit) if baselines else ([], False)
     variable = variable_depth_rows(model, held, levels, batch_size, device) if variable_depth else {}
-    joint = spatial_coding_rows(model, held, fit, levels, device, spatial_codebooks) if spatial_coding else {}
+    joint = {}
+    if spatial_coding:
+        fitted = spatial_fit or montage_coders(model, held, fit, device)
+        joint = spatial_coding_rows(model, held, levels, device, fitted, spatial_codebooks)
     rows = []
     for n in levels:
         bits = cfg.bits_per_channel_second(preset.name, n)
@@ -455,7 +463,13 @@ def run(args: RDArgs) -> list[dict]:
                 print(f"{name}: preset {corpus.preset.name!r} is not one of this tokenizer's, skipped")
                 continue
             views[name] = corpus.split_subjects(set(subjects[name])) if name in subjects else (None, corpus)
-        codebooks = spatial_codebooks(model, views, device) if args.spatial_coding else {}
+        # each corpus's encoder pass for the spatial coders is made once, for its codebooks and its rows
+        fits = (
+            {name: montage_coders(model, h, f, device) for name, (f, h) in views.items()}
+            if args.spatial_coding
+            else {}
+        )
+        codebooks = spatial_codebooks(model, fits) if args.spatial_coding else {}
         rows = []
         for name, (fit, held) in views.items():
             rows.extend(
@@ -469,6 +483,7 @@ def run(args: RDArgs) -> list[dict]:
                     args.codecs,
                     args.variable_depth,
                     args.spatial_coding,
+                    fits.get(name),
                     codebooks.get(name),
                 )
             )
