@@ -543,7 +543,17 @@ def run(args: ClassifyArgs) -> dict:
     if cached:
         epochs, codes, codes_hash = load_codes(args.codes_file, task)
     else:
-        epochs, codes, codes_hash = load_epochs(task, args.root, progress=args.progress), None, None
+        try:
+            epochs, codes, codes_hash = load_epochs(task, args.root, progress=args.progress), None, None
+        except BiosignalError as error:
+            if not args.codes_file:
+                raise
+            # a codes file that did not travel (a typo, a folder left behind) must not read as a data error
+            raise BiosignalError(
+                args.codes_file,
+                "codes_file",
+                f"not found, and the recordings to write it are missing ({error})",
+            ) from error
     folds = group_folds(epochs.groups, task.folds if args.folds < 0 else args.folds)
     modality = epochs.preset.name
     wanted = [r for r in ROWS if not args.rows or r in args.rows.split(",")]

@@ -310,3 +310,18 @@ def test_channel_pooling_keeps_where_on_the_montage_a_state_sits(foundations, tm
         torch.testing.assert_close(loaded(ids, codes=codes), per_channel(ids, codes=codes))
     with pytest.raises(ValueError, match="needs n_channels"):
         BiotokClassifier.from_foundation(foundation, ["a", "b"], "eeg", "channels")
+
+
+def test_a_codes_file_that_did_not_travel_is_named_in_the_error(tmp_path):
+    # a missing codes file falls back to the recordings; when those are absent too (a GPU machine), the
+    # error must name the codes file, not only the recordings' glob
+    missing = tmp_path / "codes" / "eegbci_mi.safetensors"
+    args = dict(task="eegbci_mi", root=str(tmp_path), seeds="0", out=str(tmp_path / "out"), progress=False)
+    with pytest.raises(
+        BiosignalError, match=r"eegbci_mi\.safetensors: codes_file: not found.*no file matches"
+    ):
+        run(ClassifyArgs(codes_file=str(missing), **args))
+    # without a codes file the recordings' own error is unchanged
+    with pytest.raises(BiosignalError, match="no file matches this source") as caught:
+        run(ClassifyArgs(**args))
+    assert caught.value.field == "path"
