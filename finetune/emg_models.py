@@ -479,7 +479,7 @@ class FoundationBackbone(nn.Module):
     @torch.no_grad()
     def codes(self, signal: torch.Tensor) -> torch.Tensor:
         """`(B, C, T)` -> codes `(B, C, P, S, Q)`, encoded in the tokenizer's own window length; Q is the
-        foundation model's `n_target_levels`."""
+        foundation model's `n_read_levels`."""
         b, c, t = signal.shape
         p = t // self.patch_len
         patches = signal[:, :, : p * self.patch_len].reshape(b, c, p, self.patch_len)
@@ -492,7 +492,7 @@ class FoundationBackbone(nn.Module):
         )
         ids = self.tokenizer.channel_ids([self.ch_names] * chunks.shape[0], "emg")
         # only the RVQ levels the foundation model reads
-        levels = self.foundation.config.n_target_levels
+        levels = self.foundation.config.n_read_levels
         codes = self.tokenizer.encode_patches(chunks.to(self.tokenizer.dtype), ids, "emg", levels)
         codes = codes.view(b, n_chunks, c, self.chunk, *codes.shape[-2:]).transpose(1, 2)
         return codes.reshape(b, c, n_chunks * self.chunk, *codes.shape[-2:])[:, :, :p]

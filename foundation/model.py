@@ -60,11 +60,12 @@ class BiotokFoundation(PreTrainedModel):
     def __init__(self, config: FoundationConfig):
         super().__init__(config)
         d, s, q, k = config.d_model, config.n_scales, config.n_target_levels, config.codebook_size
+        q_in = config.n_input_levels
         self.modality_names = sorted(config.modalities)
         if config.input_kind == "tokens":
             # the sum of one embedding per (scale, level) code, as one bag lookup
-            self.code_embed = nn.EmbeddingBag(s * q * k, d, mode="sum")
-            self.register_buffer("code_offsets", torch.arange(s * q).view(s, q) * k, persistent=False)
+            self.code_embed = nn.EmbeddingBag(s * q_in * k, d, mode="sum")
+            self.register_buffer("code_offsets", torch.arange(s * q_in).view(s, q_in) * k, persistent=False)
             self.code_embed.weight.requires_grad_(not config.frozen_code_embed)
         else:
             self.stems = nn.ModuleDict(
@@ -124,7 +125,7 @@ class BiotokFoundation(PreTrainedModel):
         if self.config.input_kind == "tokens":
             if codes is None:
                 raise ValueError("this model reads codes (input_kind='tokens'); pass codes")
-            q = self.config.n_target_levels
+            q = self.config.n_input_levels
             b, c, p = codes.shape[:3]
             bags = (codes[..., :q] + self.code_offsets).reshape(b * c * p, -1)
             return self.code_embed(bags).view(b, c, p, -1)
@@ -181,11 +182,15 @@ class BiotokFoundation(PreTrainedModel):
 
     def code_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Scores `(M, S, Q, K)` of every head's codes from hidden states `(M, d)`."""
-        if self.config.tie_heads:
-            logits = nn.functional.linear(hidden, self.code_embed.weight, self.head_bias)
+        cfg = self.config
+        if cfg.tie_heads:
+            weight = self.code_embed.weight
+            if cfg.n_input_levels != cfg.n_target_levels:  # score only the predicted levels' embeddings
+                rows = weight.view(cfg.n_scales, cfg.n_input_levels, cfg.codebook_size, -1)
+                weight = rows[:, : cfg.n_target_levels].reshape(-1, weight.shape[-1])
+            logits = nn.functional.linear(hidden, weight, self.head_bias)
         else:
             logits = self.head(hidden)
-        cfg = self.config
         return logits.view(-1, cfg.n_scales, cfg.n_target_levels, cfg.codebook_size)
 
     def forward(

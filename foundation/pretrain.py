@@ -57,7 +57,10 @@ class PretrainArgs:
     input_kind: str = field(
         default="tokens", metadata={"help": "tokens | patches (raw patches in, codes as targets)"}
     )
-    target_levels: int = field(default=0, metadata={"help": "RVQ levels read and predicted (0: all)"})
+    target_levels: int = field(default=0, metadata={"help": "RVQ levels predicted (0: all)"})
+    input_levels: int = field(
+        default=0, metadata={"help": "RVQ levels read as input (0: as many as --target_levels)"}
+    )
     mask_ratio: float = field(
         default=0.5, metadata={"help": "fraction of the (channel, patch) positions masked in each window"}
     )
@@ -336,6 +339,7 @@ def build_config(args: PretrainArgs, corpora: dict[str, TokenCorpus]) -> Foundat
         tokenizer_config,
         args.size,
         n_target_levels=args.target_levels or None,
+        n_input_levels=args.input_levels or None,
         input_kind=args.input_kind,
         mask_ratio=args.mask_ratio,
         symmetric_masking=args.symmetric_masking,
@@ -368,7 +372,7 @@ def _pretrain(args: PretrainArgs) -> Path:
     else:
         config = build_config(args, corpora)
     model = BiotokFoundation(config)
-    fetch = InputFetcher(corpora, config.input_kind, config.n_target_levels)
+    fetch = InputFetcher(corpora, config.input_kind, config.n_read_levels)
     unigram = unigram_log_probs(train_views, config.n_target_levels)
     weights = json.loads(args.weights) if args.weights else None
     sampler = data_parallel_batches(

@@ -220,6 +220,42 @@ def test_tied_heads_score_codes_by_their_input_embedding(tmp_path, tokenizer):
     assert not info["missing_keys"] and not info["unexpected_keys"]
 
 
+def test_deeper_input_levels_change_the_input_and_keep_the_targets(tmp_path, tokenizer):
+    # read 8 levels, predict 2: a code at level 5 changes the visible positions' input (hence the masked
+    # position's logits), while the loss still scores 2 levels per scale; a tied head scores the target
+    # levels' own input embeddings
+    torch.manual_seed(0)
+    config = FoundationConfig.from_tokenizer(
+        tokenizer.config, "tiny", n_target_levels=2, n_input_levels=8, tie_heads=True
+    )
+    model = BiotokFoundation(config).eval()
+    assert (config.n_input_levels, config.n_target_levels, config.n_read_levels) == (8, 2, 8)
+    assert model.code_embed.weight.shape[0] == config.n_scales * 8 * config.codebook_size
+    codes = torch.randint(0, config.codebook_size, (1, 3, 4, config.n_scales, config.n_levels))
+    ids = model.channel_ids([["C3", "Cz", "C4"]], "eeg")
+    mask = torch.zeros(1, 3, 4, dtype=torch.bool)
+    mask[0, 1, 2] = True
+    deeper = codes.clone()
+    deeper[0, 0, 2, 1, 5] = (codes[0, 0, 2, 1, 5] + 1) % config.codebook_size  # a visible level-5 code
+    with torch.no_grad():
+        out, changed = model(codes, ids, "eeg", mask), model(deeper, ids, "eeg", mask)
+        shallow = BiotokFoundation(
+            FoundationConfig.from_tokenizer(tokenizer.config, "tiny", n_target_levels=2)
+        )
+        same = shallow.eval()(codes, ids, "eeg", mask).loss, shallow(deeper, ids, "eeg", mask).loss
+    assert out.head_loss.shape == (config.n_scales, 2) and float(out.loss) != float(changed.loss)
+    assert float(same[0]) == float(same[1])  # a 2-level reader never sees level 5
+    weight = model.code_embed.weight.view(config.n_scales, 8, config.codebook_size, -1)
+    hidden = torch.randn(1, config.d_model)
+    expected = hidden @ weight[:, :2].reshape(-1, config.d_model).T + model.head_bias
+    assert torch.allclose(model.code_logits(hidden).flatten(1), expected, atol=1e-5)
+    model.save_pretrained(tmp_path)
+    assert BiotokFoundation.from_pretrained(tmp_path).config.n_input_levels == 8
+    assert FoundationConfig(n_target_levels=2).n_input_levels == 2  # saved configs without the field
+    with pytest.raises(ValueError, match="n_input_levels .* must be >= n_target_levels"):
+        FoundationConfig(n_target_levels=4, n_input_levels=2, tie_heads=True)
+
+
 def _args(token_root, out, **overrides):
     base = dict(
         tokens=[str(token_root / "tokens")],

@@ -1,0 +1,100 @@
+"""Do the tokens carry motor imagery? CSP + LDA on the tokenizer's reconstruction, against the signal itself.
+
+Issue 17's foundation rows sit at chance on EEGBCI left/right imagery while CSP + LDA on the signal reaches
+0.573. If CSP + LDA on the signal decoded from the codes (1, 2, 4, 8 RVQ levels, and the unquantised
+latents) stays near 0.573, the codes hold the lateralised mu/beta power and the foundation model fails to
+read it; if it falls to chance, the tokenizer loses it before any pretraining. Same folds as
+`biotok finetune classify` (leave one subject out over the 11 subjects), same classical pipeline.
+
+    python benchmarks/mi_from_codes.py --root ../shared/data/real --tokenizer pretrained_models/tokenizer-small \
+        --out docs/results/mi_from_codes.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from data_prep.presets import patchify
+from finetune.classify import _classical
+from finetune.classify_data import ClassifyTask, Epochs, group_folds, load_epochs
+from finetune.metrics import balanced_accuracy
+from tokenizer.model import BiotokTokenizer
+
+
+@torch.no_grad()
+def reconstructions(
+    model: BiotokTokenizer, epochs: Epochs, levels: list[int], batch_size: int
+) -> dict[str, np.ndarray]:
+    """{"n levels": (N, C, T), "continuous": (N, C, T)}: the epochs decoded from their own codes."""
+    key = epochs.preset.name
+    patches = torch.from_numpy(patchify(epochs.data, epochs.preset.patch_len))  # (N, C, P, L)
+    out: dict[str, list[np.ndarray]] = {**{f"{n} levels": [] for n in levels}, "continuous": []}
+    for start in tqdm(range(0, len(patches), batch_size), desc="decode"):
+        batch = patches[start : start + batch_size]
+        ids = model.channel_ids([epochs.ch_names] * len(batch), key)
+        codes = model.encode_patches(batch, ids, key)
+        for n in levels:
+            out[f"{n} levels"].append(model.decode_patches(codes[..., :n], ids, key).flatten(2).numpy())
+        out["continuous"].append(model.autoencode_patches(batch, ids, key).flatten(2).numpy())
+    return {name: np.concatenate(parts) for name, parts in out.items()}
+
+
+def csp_lda(epochs: Epochs, data: np.ndarray, folds: list) -> dict:
+    """Balanced accuracy of CSP + LDA per fold on `data` in place of the epochs' signal."""
+    variant = Epochs(**{**epochs.__dict__, "data": data})
+    scores = []
+    for train, test in folds:
+        probabilities = _classical("csp_lda", variant, train, test, seed=0)
+        scores.append(balanced_accuracy(epochs.labels[test], probabilities.argmax(1), len(epochs.classes)))
+    return {"mean": float(np.mean(scores)), "std": float(np.std(scores)), "folds": scores}
+
+
+def snr_db(target: np.ndarray, estimate: np.ndarray) -> float:
+    return float(10 * np.log10((target**2).sum() / ((target - estimate) ** 2).sum()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--root", default="../shared/data/real")
+    parser.add_argument("--tokenizer", default="pretrained_models/tokenizer-small")
+    parser.add_argument("--task", default="eegbci_mi")
+    parser.add_argument("--levels", default="1,2,4,8")
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--out", default="docs/results/mi_from_codes.json")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    task = ClassifyTask.load(args.task)
+    epochs = load_epochs(task, args.root, progress=True)
+    folds = group_folds(epochs.groups, task.folds)
+    model = BiotokTokenizer.from_pretrained(args.tokenizer).eval()
+    started = time.time()
+    decoded = reconstructions(model, epochs, [int(n) for n in args.levels.split(",")], args.batch_size)
+    rows = {"signal": {"snr_db": None, **csp_lda(epochs, epochs.data, folds)}}
+    for name, data in decoded.items():
+        rows[name] = {"snr_db": snr_db(epochs.data, data), **csp_lda(epochs, data, folds)}
+    result = {
+        "task": task.name,
+        "tokenizer": args.tokenizer,
+        "windows": len(epochs),
+        "subjects": sorted(set(epochs.subjects.tolist())),
+        "folds": len(folds),
+        "seconds": time.time() - started,
+        "rows": rows,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    print("| input to CSP + LDA | SNR dB | balanced accuracy (mean ± std over folds) |\n|---|---:|---:|")
+    for name, row in rows.items():
+        snr = "—" if row["snr_db"] is None else f"{row['snr_db']:.2f}"
+        print(f"| {name} | {snr} | {row['mean']:.3f} ± {row['std']:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
