@@ -139,7 +139,8 @@ def foundation_metrics(
 ) -> dict[str, dict]:
     """Per corpus with held-out subjects: masked-token loss and accuracy over every held-out window
     (masks drawn from a fixed seed), beside the unigram baseline of the training windows' codes and
-    the two local-copy baselines (nearest unmasked patch of the channel; nearest unmasked electrode)."""
+    the two local-copy baselines (nearest unmasked patch of the channel; nearest unmasked electrode),
+    overall and per predicted RVQ level."""
     train, held = split_corpora(token_corpora, holdout, held_subjects)
     held = {name: view for name, view in held.items() if len(view)}
     unigram = unigram_log_probs(train, model.config.n_target_levels)
@@ -157,12 +158,38 @@ def foundation_metrics(
     keys = ("masked_loss", "unigram_loss", "masked_accuracy", "unigram_accuracy", "n_masked")
     keys += ("copy_time_accuracy", "copy_space_accuracy")
     result = {
-        name: {"subjects": sorted(set(held[name].column("subject"))), **{k: scores[name][k] for k in keys}}
+        name: {
+            "subjects": sorted(set(held[name].column("subject"))),
+            **{k: scores[name][k] for k in keys},
+            "accuracy_by_level": accuracy_by_level([scores[name]]),
+        }
         for name in held
     }
     result["all"] = {k: v for k, v in scores["all"].items() if k in keys}
     result["all"]["n_masked"] = sum(result[name]["n_masked"] for name in held)
+    result["all"]["accuracy_by_level"] = accuracy_by_level([scores[name] for name in held])
     return result
+
+
+HEAD_SCORES = {  # card name -> evaluate()'s per-head accuracy `(S, Q)`
+    "masked": "head_accuracy",
+    "unigram": "unigram_head_accuracy",
+    "copy_time": "copy_time_head_accuracy",
+    "copy_space": "copy_space_head_accuracy",
+}
+
+
+def accuracy_by_level(corpus_scores: list[dict]) -> dict[str, dict[str, float]]:
+    """{"1": {"masked": ..., "unigram": ..., "copy_time": ..., "copy_space": ...}, "2": ...}: accuracy per
+    predicted RVQ level (1-based), the mean over scales, pooled over the corpora's masked positions."""
+    weights = np.array([scores["n_masked"] for scores in corpus_scores], dtype=np.float64)
+    by_level: dict[str, dict[str, float]] = {}
+    for name, key in HEAD_SCORES.items():
+        heads = np.array([scores[key] for scores in corpus_scores])  # (corpora, S, Q)
+        pooled = (heads * weights[:, None, None]).sum(axis=0) / weights.sum()
+        for level, accuracy in enumerate(pooled.mean(axis=0), start=1):
+            by_level.setdefault(str(level), {})[name] = float(accuracy)
+    return by_level
 
 
 def measure(
@@ -250,6 +277,21 @@ def render_foundation(metrics: dict[str, dict]) -> str:
             f"{m['masked_accuracy']:.2%} | {m['unigram_accuracy']:.2%} | "
             f"{m['copy_time_accuracy']:.2%} | {m['copy_space_accuracy']:.2%} |"
         )
+    if all("accuracy_by_level" in m for m in metrics.values()):
+        lines += [
+            "",
+            "Per predicted RVQ level (mean over the 4 scales), the same masked positions:",
+            "",
+            "| held-out corpus | level | masked accuracy | unigram | copy: same channel, nearest patch "
+            "| copy: same patch, nearest electrode |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for name, m in metrics.items():
+            for level, a in m["accuracy_by_level"].items():
+                lines.append(
+                    f"| {name} | {level} | {a['masked']:.2%} | {a['unigram']:.2%} | "
+                    f"{a['copy_time']:.2%} | {a['copy_space']:.2%} |"
+                )
     return "\n".join(lines)
 
 

@@ -89,6 +89,16 @@ def test_foundation_card_is_reproduced_on_held_out_real_recordings(measured):
         assert have["unigram_loss"] == pytest.approx(want["unigram_loss"], abs=0.005), name
         for baseline in ("copy_time_accuracy", "copy_space_accuracy"):  # exact: no model involved
             assert have[baseline] == pytest.approx(want[baseline], abs=1e-9), (name, baseline)
+        levels = have["accuracy_by_level"]
+        assert set(levels) == set(want["accuracy_by_level"]) == {"1", "2"}, name
+        for level, scores in want["accuracy_by_level"].items():
+            assert levels[level]["masked"] == pytest.approx(scores["masked"], abs=0.001), (name, level)
+            for baseline in ("unigram", "copy_time", "copy_space"):
+                assert levels[level][baseline] == pytest.approx(scores[baseline], abs=1e-6), (name, baseline)
+        # the levels split the overall figures: each head weighs the same
+        for key, overall in (("masked", "masked_accuracy"), ("copy_space", "copy_space_accuracy")):
+            mean = sum(scores[key] for scores in levels.values()) / len(levels)
+            assert mean == pytest.approx(have[overall], abs=1e-6), (name, key)  # float32 heads
         # what the card claims: more masked codes right than the code-frequency baseline on every held-out
         # corpus, and a lower loss except on PTB's 15 ECG leads (training saw two MIT-BIH leads)
         assert have["masked_accuracy"] > have["unigram_accuracy"], name
