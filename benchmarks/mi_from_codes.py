@@ -25,6 +25,7 @@ from data_prep.presets import patchify
 from finetune.classify import _classical
 from finetune.classify_data import ClassifyTask, Epochs, group_folds, load_epochs
 from finetune.metrics import balanced_accuracy
+from tokenizer.metrics import reconstruction_metrics
 from tokenizer.model import BiotokTokenizer
 
 
@@ -56,10 +57,6 @@ def csp_lda(epochs: Epochs, data: np.ndarray, folds: list) -> dict:
     return {"mean": float(np.mean(scores)), "std": float(np.std(scores)), "folds": scores}
 
 
-def snr_db(target: np.ndarray, estimate: np.ndarray) -> float:
-    return float(10 * np.log10((target**2).sum() / ((target - estimate) ** 2).sum()))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", default="../shared/data/real")
@@ -78,7 +75,8 @@ def main() -> None:
     decoded = reconstructions(model, epochs, [int(n) for n in args.levels.split(",")], args.batch_size)
     rows = {"signal": {"snr_db": None, **csp_lda(epochs, epochs.data, folds)}}
     for name, data in decoded.items():
-        rows[name] = {"snr_db": snr_db(epochs.data, data), **csp_lda(epochs, data, folds)}
+        snr = reconstruction_metrics(torch.from_numpy(epochs.data), torch.from_numpy(data))["snr_db"]
+        rows[name] = {"snr_db": snr, **csp_lda(epochs, data, folds)}
     result = {
         "task": task.name,
         "tokenizer": args.tokenizer,
