@@ -9,8 +9,9 @@
 # VARIANTS (default "names tied"; also "copy") picks the pretraining variants, INPUT_LEVELS the RVQ levels
 # read as input (default: the 2 predicted; 8 reads every level, docs/BENCHMARKS.md "Do the tokens carry
 # motor imagery?"), GPU_A / GPU_B (default 0 / 1) the GPU of each fold group. MODE=classify: TASKS, SEEDS
-# (default "0 1 2"), FRACTIONS of the labels (default "0.1 0.3 1"), POOLING (mean), ROWS (row groups split by '|', one process each; default the three neural rows in
-# one), GPUS ("0 1"), JOBS in flight (12), TIMEOUT per process (0: none); SEEDS="0,1,2" (commas) runs the
+# (default "0 1 2"), FRACTIONS of the labels (default "0.1 0.3 1"), POOLING (mean), ROWS (row groups split
+# by '|', one process each; default the three neural rows in one), GPUS ("0 1"), JOBS in flight (12),
+# TIMEOUT per process (0: none); SEEDS="0,1,2" (commas) runs the
 # seeds one after another in one process: a GPU time-slices between processes (no MPS), so more than one or
 # two fine-tunings per GPU crawl (motor imagery's 11 folds never finished at 6-18 per GPU); writes
 # OUT/<task>-<pooling> (results.json, table.md, label_efficiency.png) from the parts in OUT/parts.
