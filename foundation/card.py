@@ -168,6 +168,8 @@ def foundation_metrics(
     result["all"] = {k: v for k, v in scores["all"].items() if k in keys}
     result["all"]["n_masked"] = sum(result[name]["n_masked"] for name in held)
     result["all"]["accuracy_by_level"] = accuracy_by_level([scores[name] for name in held])
+    # the per-level table averages each level's heads over the tokenizer's scales: say over how many
+    result["all"]["n_scales"] = len(scores[next(iter(held))]["head_accuracy"])
     return result
 
 
@@ -278,9 +280,12 @@ def render_foundation(metrics: dict[str, dict]) -> str:
             f"{m['copy_time_accuracy']:.2%} | {m['copy_space_accuracy']:.2%} |"
         )
     if all("accuracy_by_level" in m for m in metrics.values()):
+        # cards measured before the count was recorded say "the scales"
+        n_scales = metrics.get("all", {}).get("n_scales")
+        over = f"the {n_scales} scales" if n_scales else "the scales"
         lines += [
             "",
-            "Per predicted RVQ level (mean over the 4 scales), the same masked positions:",
+            f"Per predicted RVQ level (mean over {over}), the same masked positions:",
             "",
             "| held-out corpus | level | masked accuracy | unigram | copy: same channel, nearest patch "
             "| copy: same patch, nearest electrode |",

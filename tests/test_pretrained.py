@@ -81,6 +81,9 @@ def test_foundation_card_is_reproduced_on_held_out_real_recordings(measured):
     expected = card("foundation-small")["metrics"]
     got = measured["foundation"]
     assert set(got) == set(expected) == {"ecg", "eegbci", "eegbci_more", "myo", "all"}
+    # the per-level table's "mean over the N scales" is counted, not written in
+    tokenizer = BiotokTokenizer.from_pretrained(str(MODELS / "tokenizer-small"))
+    assert got["all"]["n_scales"] == expected["all"]["n_scales"] == tokenizer.config.n_scales
     for name, want in expected.items():
         have = got[name]
         assert have["n_masked"] == want["n_masked"], name
