@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -629,6 +630,7 @@ def run(args: ClassifyArgs) -> dict:
             for seed in seeds:
                 fold_results = []
                 for k, (all_train, test) in enumerate(folds):
+                    fold_start = time.perf_counter()
                     train = label_subset(all_train, epochs, fraction, seed)
                     if row == "classical":
                         probabilities = _classical(task.classical, epochs, train, test, seed)
@@ -665,6 +667,13 @@ def run(args: ClassifyArgs) -> dict:
                         }
                     )
                     bar.update(1)
+                    if not args.progress:  # a log that a cut run leaves behind still holds every fold so far
+                        print(
+                            f"{row} | labels {fraction:g} | seed {seed} | fold {k + 1}/{len(folds)}: balanced "
+                            f"accuracy {fold_results[-1]['balanced_accuracy']:.3f} in "
+                            f"{time.perf_counter() - fold_start:.1f} s",
+                            flush=True,
+                        )
                 per_seed.append({"seed": seed, "folds": fold_results})
             rows[row] = {"summary": _row_summary(per_seed), "confusion": matrix.tolist(), "seeds": per_seed}
     # "rows": the full label set (or the largest fraction asked for); "by_fraction": the smaller ones

@@ -217,7 +217,7 @@ def test_epochs_from_a_prepared_corpus_and_from_mne(real, tmp_path):
     assert np.bincount(epochs.labels).tolist() == [8, 7] and epochs.sfreq == 200.0
 
 
-def test_label_fractions_keep_part_of_every_training_subjects_labels(real, tmp_path):
+def test_label_fractions_keep_part_of_every_training_subjects_labels(real, tmp_path, capsys):
     from finetune.classify import label_subset
 
     task = ClassifyTask.load("eegbci_mi")
@@ -239,6 +239,10 @@ def test_label_fractions_keep_part_of_every_training_subjects_labels(real, tmp_p
     small = results["by_fraction"]["0.3"]["classical"]["seeds"][0]["folds"]
     full = results["rows"]["classical"]["seeds"][0]["folds"]
     assert [f["n_train"] for f in full] == [60, 60, 60]
+    # without progress bars (a GPU call's log) every fold is logged as it ends, so a cut run keeps them
+    logged = [line for line in capsys.readouterr().out.splitlines() if " | fold " in line]
+    assert len(logged) == 2 * 3 and logged[-1].startswith("classical | labels 1 | seed 0 | fold 3/3: ")
+    assert f"balanced accuracy {full[2]['balanced_accuracy']:.3f} in " in logged[-1]
     eyes = load_epochs(ClassifyTask.load("eegbci_eyes"), str(real), progress=False)
     for fold in small:  # 30% of each training subject's windows of each class
         pools = [
