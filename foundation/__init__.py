@@ -10,9 +10,20 @@ from transformers import AutoConfig, AutoModel
 
 from .config import FoundationConfig
 from .model import BiotokFoundation
-from .tokens import TokenCorpus, load_token_corpora, tokenize_corpus
 
 AutoConfig.register(FoundationConfig.model_type, FoundationConfig, exist_ok=True)
 AutoModel.register(FoundationConfig, BiotokFoundation, exist_ok=True)
+TOKEN_HELPERS = ("TokenCorpus", "load_token_corpora", "tokenize_corpus")
+
+
+def __getattr__(name: str):
+    # imported on first use, not with the package: `python -m foundation.tokens` then runs the module
+    # once, as __main__, instead of importing it and running a second copy (runpy's RuntimeWarning)
+    if name in TOKEN_HELPERS:
+        from . import tokens
+
+        return getattr(tokens, name)
+    raise AttributeError(f"module 'foundation' has no attribute {name!r}")
+
 
 __all__ = ["BiotokFoundation", "FoundationConfig", "TokenCorpus", "load_token_corpora", "tokenize_corpus"]

@@ -189,9 +189,12 @@ def test_cli_help_and_clear_errors(tmp_path):
         ["biotok", "--help"],
         ["biotok", "prepare", "--help"],
         [sys.executable, "-m", "data_prep.prepare", "--help"],
+        # a module its package imports ran twice under -m (runpy's RuntimeWarning in every GPU log)
+        [sys.executable, "-W", "error::RuntimeWarning", "-m", "foundation.tokens", "--help"],
     ):
         out = subprocess.run(cmd, capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
+        assert "RuntimeWarning" not in out.stderr, cmd
     assert "prepare" in subprocess.run(["biotok", "--help"], capture_output=True, text=True).stdout
     bad = subprocess.run(
         ["biotok", "prepare", "--sources", "nope", "--out", str(tmp_path)], capture_output=True, text=True
