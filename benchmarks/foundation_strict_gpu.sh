@@ -5,6 +5,8 @@
 #   MODE=pretrain bash benchmarks/foundation_strict_gpu.sh TOKENS MODELS OUT    # ~290 s, both GPUs
 #   MODE=classify bash benchmarks/foundation_strict_gpu.sh CODES  MODELS OUT    # every task, both GPUs
 #   MODE=ship     bash benchmarks/foundation_strict_gpu.sh TOKENS MODELS OUT    # the shipped foundation-small
+#   MODE=data     bash benchmarks/foundation_strict_gpu.sh REAL WORK OUT        # on a CPU: TOKENS and CODES,
+#                 packed as OUT/tokens.tar.xz (tokens/, 14 MB) and OUT/codes.tar.xz (codes/, 5 MB) to travel
 #
 # VARIANTS (default "names tied"; also "copy") picks the pretraining variants, INPUT_LEVELS the RVQ levels
 # read as input (default: the 2 predicted; 8 reads every level, docs/BENCHMARKS.md "Do the tokens carry
@@ -19,7 +21,7 @@
 # trains for STEPS (default 7000) or MAX_SECONDS on GPU_SHIP (default 0).
 #
 # TOKENS: `biotok tokenize --tokenizer pretrained_models/tokenizer-small` of the prepared corpora (24 MB).
-# CODES: one `--codes_file` per task, made on a CPU (it also gives the classical rows):
+# CODES: one `--codes_file` per task, made on a CPU (MODE=data makes both; this also gives the classical rows):
 #   biotok finetune classify --task T --root ../shared/data/real --tokenizer pretrained_models/tokenizer-small \
 #       --codes_file CODES/T.safetensors --rows classical --seeds 0,1,2 --out runs/classical/T
 # MODELS is a git-ignored folder of the project: the lent machine keeps it between two calls made while it
@@ -39,6 +41,26 @@ pre() {  # gpu run holdout overrides steps max_seconds eval_every: one pretraini
         --warmup_steps 200 --mixed_precision bf16 --eval_every "$7" --eval_batches 8 --log_every 100 \
         --save_every "$5" --max_seconds "$6" --out "$models/$2" --progress false > "$out/${2//\//_}.log" 2>&1
 }
+if [ "${MODE:-pretrain}" = data ]; then  # $1 = the shared real recordings, $2 = a work folder
+    tokenizer=${TOKENIZER:-pretrained_models/tokenizer-small}
+    biotok prepare --sources shared_real --root "$in" --out "$models/corpora" --no_progress
+    biotok prepare --sources eegbci_more --root "$in" --out "$models/corpora" --no_progress
+    biotok prepare --sources synthetic --synthetic --root "$models/synthetic" --out "$models/corpora" \
+        --corpora eeg_synthetic ecg_synthetic --no_progress
+    biotok tokenize --tokenizer "$tokenizer" --corpora "$models"/corpora/* --out "$models/tokens" --device cpu \
+        --no_progress
+    for task in ${TASKS:-eegbci_mi eegbci_eyes myo_armband_gestures}; do
+        # a neural row without --foundation is skipped, so this only writes the codes file (and the table
+        # of nothing); the classical rows come from the same command with --rows classical
+        biotok finetune classify --task "$task" --root "$in" --tokenizer "$tokenizer" \
+            --codes_file "$models/codes/$task.safetensors" --rows "foundation (fine-tuned)" --seeds 0 \
+            --out "$models/codes_only/$task" --no_progress > "$out/codes_$task.log"
+    done
+    tar -cJf "$out/tokens.tar.xz" -C "$models" tokens
+    tar -cJf "$out/codes.tar.xz" -C "$models" codes
+    ls -la "$out"
+    exit 0
+fi
 if [ "${MODE:-pretrain}" = ship ]; then
     SHIP='{"eegbci": ["001"], "eegbci_more": ["013", "014"], "myo": ["Male1"], "ecg": ["ptbdb/s0010_re"]}'
     pre "${GPU_SHIP:-0}" ship "$SHIP" "$TIED" "${STEPS:-7000}" "${MAX_SECONDS:-0}" "${STEPS:-7000}"
