@@ -6,7 +6,7 @@
 #   MODE=classify bash benchmarks/foundation_strict_gpu.sh CODES  MODELS OUT    # every task, both GPUs
 #   MODE=ship     bash benchmarks/foundation_strict_gpu.sh TOKENS MODELS OUT    # the shipped foundation-small
 #   MODE=data     bash benchmarks/foundation_strict_gpu.sh REAL WORK OUT        # on a CPU: TOKENS and CODES,
-#                 packed as OUT/tokens.tar.xz (tokens/, 14 MB) and OUT/codes.tar.xz (codes/, 5 MB) to travel
+#                 packed as OUT/tokens.tar.xz (tokens/, 14 MB) and OUT/codes.tar.xz (codes/, 7 MB) to travel
 #
 # VARIANTS (default "names tied"; also "copy") picks the pretraining variants, INPUT_LEVELS the RVQ levels
 # read as input (default: the 2 predicted; 8 reads every level, docs/BENCHMARKS.md "Do the tokens carry
