@@ -26,4 +26,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'foundation' has no attribute {name!r}")
 
 
-__all__ = ["BiotokFoundation", "FoundationConfig", "TokenCorpus", "load_token_corpora", "tokenize_corpus"]
+__all__ = ["BiotokFoundation", "FoundationConfig", *TOKEN_HELPERS]

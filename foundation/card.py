@@ -169,7 +169,7 @@ def foundation_metrics(
     result["all"]["n_masked"] = sum(result[name]["n_masked"] for name in held)
     result["all"]["accuracy_by_level"] = accuracy_by_level([scores[name] for name in held])
     # the per-level table averages each level's heads over the tokenizer's scales: say over how many
-    result["all"]["n_scales"] = len(scores[next(iter(held))]["head_accuracy"])
+    result["all"]["n_scales"] = model.config.n_scales
     return result
 
 
