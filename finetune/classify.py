@@ -105,6 +105,14 @@ class ClassifyArgs:
     folds: int = field(default=-1, metadata={"help": "-1: the task's; 0: leave one group out"})
     rows: str = field(default="", metadata={"help": "only these rows (comma-separated)"})
     epochs: int = field(default=30, metadata={"help": "training epochs of every neural row"})
+    scratch_code_init: str = field(
+        default="",
+        metadata={
+            "help": "a tokenizer folder (the codes' tokenizer): the from-scratch row starts its code "
+            "embeddings from its codebook vectors instead of at random (BiotokFoundation."
+            "init_code_embed_from_codebooks)"
+        },
+    )
     batch_size: int = 32
     lr: float = 5e-4
     probe_lr: float = field(
@@ -365,6 +373,8 @@ def _neural(
     torch.manual_seed(seed)
     if row == "from scratch":  # the same network, freshly initialised
         base = BiotokFoundation(base.config)
+        if args.scratch_code_init:
+            base.init_code_embed_from_codebooks(BiotokTokenizer.from_pretrained(args.scratch_code_init), seed)
     # on the device fit() trains on, so that the probe's features and its head meet there
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = BiotokClassifier.from_foundation(

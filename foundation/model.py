@@ -107,6 +107,31 @@ class BiotokFoundation(PreTrainedModel):
                 s, q = module.code_offsets.shape
                 module.code_offsets.copy_(torch.arange(s * q).view(s, q) * module.config.codebook_size)
 
+    @torch.no_grad()
+    def init_code_embed_from_codebooks(self, tokenizer, seed: int = 0) -> None:
+        """Start the code embeddings as one fixed random linear map per scale of the frozen tokenizer's
+        codebook vectors, so that a token's summed embedding is that map of its quantized latent and codes
+        that decode alike start alike. Learnt from a random start, a scale's levels x 1024 rows meet too
+        few labelled windows: on EEGBCI left/right imagery a linear readout of the codebook vectors reaches
+        0.68 on unseen subjects where every network on learnt embeddings stays at chance (docs/BENCHMARKS.md,
+        issue 17: "Which linear view of the codes carries left/right?")."""
+        if self.config.input_kind != "tokens":
+            raise ValueError("init_code_embed_from_codebooks: this model reads raw patches, not codes")
+        if tokenizer.config.config_hash() != self.config.tokenizer_hash:
+            raise ValueError(
+                f"tokenizer hash {tokenizer.config.config_hash()} is not this model's {self.config.tokenizer_hash}"
+            )
+        generator = torch.Generator().manual_seed(seed)
+        q, k = self.config.n_input_levels, self.config.codebook_size
+        rows = []
+        for quantizer in tokenizer.quantizers:  # one per scale, in the code layout's order
+            codebooks = quantizer.codebooks[:q].float().cpu()  # (levels, k, code_dim)
+            projection = torch.randn(codebooks.shape[-1], self.config.d_model, generator=generator)
+            rows.append((codebooks @ projection).reshape(q * k, -1))
+        weight = torch.cat(rows)
+        # one scale for every row keeps the map linear; the std of the random start the rest expects
+        self.code_embed.weight.copy_(weight * (0.02 / weight.std()))
+
     def get_input_embeddings(self) -> nn.Module | None:
         """The code embedding (transformers' hook; Accelerate's FSDP asks it for tied weights)."""
         return getattr(self, "code_embed", None)

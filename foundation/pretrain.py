@@ -57,6 +57,13 @@ class PretrainArgs:
     input_kind: str = field(
         default="tokens", metadata={"help": "tokens | patches (raw patches in, codes as targets)"}
     )
+    code_init_tokenizer: str = field(
+        default="",
+        metadata={
+            "help": "the tokens' tokenizer folder: start the code embeddings as a linear map of its "
+            "codebook vectors (BiotokFoundation.init_code_embed_from_codebooks) instead of at random"
+        },
+    )
     target_levels: int = field(default=0, metadata={"help": "RVQ levels predicted (0: all)"})
     input_levels: int = field(
         default=0, metadata={"help": "RVQ levels read as input (0: as many as --target_levels)"}
@@ -372,6 +379,12 @@ def _pretrain(args: PretrainArgs) -> Path:
     else:
         config = build_config(args, corpora)
     model = BiotokFoundation(config)
+    if args.code_init_tokenizer:  # a resumed run's checkpoint replaces these weights
+        from tokenizer.model import BiotokTokenizer
+
+        model.init_code_embed_from_codebooks(
+            BiotokTokenizer.from_pretrained(args.code_init_tokenizer), args.seed
+        )
     fetch = InputFetcher(corpora, config.input_kind, config.n_read_levels)
     unigram = unigram_log_probs(train_views, config.n_target_levels)
     weights = json.loads(args.weights) if args.weights else None

@@ -329,3 +329,37 @@ def test_a_codes_file_that_did_not_travel_is_named_in_the_error(tmp_path):
     with pytest.raises(BiosignalError, match="no file matches this source") as caught:
         run(ClassifyArgs(**args))
     assert caught.value.field == "path"
+
+
+def test_from_scratch_can_start_its_code_embeddings_from_the_tokenizers_codebooks(foundations):
+    # `--scratch_code_init TOKENIZER`: the from-scratch row starts as init_code_embed_from_codebooks
+    # makes it (then trains: one step here), not at random
+    from data_prep.presets import get_preset
+    from finetune.classify import Inputs, _neural
+    from finetune.classify_data import Epochs
+
+    tokenizer = BiotokTokenizer.from_pretrained(SHIPPED)
+    base = BiotokFoundation.from_pretrained(foundations / "tokens")
+    n, channels = 8, ["C3", "Cz", "C4"]
+    epochs = Epochs(
+        data=np.zeros((n, 3, 0), np.float32),
+        labels=np.arange(n) % 2,
+        subjects=np.array(["001"] * 4 + ["002"] * 4),
+        groups=np.array(["001"] * 4 + ["002"] * 4),
+        classes=["left", "right"],
+        ch_names=channels,
+        sfreq=200.0,
+        preset=get_preset("eeg"),
+    )
+    codes = torch.randint(0, base.config.codebook_size, (n, 3, 4, base.config.n_scales, base.config.n_levels))
+    inputs = Inputs(epochs, "eeg", None, codes=codes)
+    train, test = np.arange(4), np.arange(4, 8)
+    reference = BiotokFoundation(base.config)
+    reference.init_code_embed_from_codebooks(tokenizer, seed=0)
+    start = reference.code_embed.weight
+    for flag, close in (("", False), (str(SHIPPED), True)):
+        args = ClassifyArgs(epochs=1, batch_size=n, scratch_code_init=flag, progress=False)
+        _, model = _neural("from scratch", base, inputs, epochs, train, test, args, seed=0)
+        trained = model.foundation.code_embed.weight.detach().cpu()
+        # one AdamW step moves a weight by at most ~lr; the random start is ~0.02 away everywhere
+        assert torch.allclose(trained, start, atol=2 * args.lr) is close

@@ -220,6 +220,33 @@ def test_tied_heads_score_codes_by_their_input_embedding(tmp_path, tokenizer):
     assert not info["missing_keys"] and not info["unexpected_keys"]
 
 
+def test_codebook_init_makes_a_tokens_embedding_a_linear_map_of_its_quantized_latent(tokenizer):
+    # every token's summed code embedding is one fixed linear map of its per-scale quantized latents (the
+    # tokenizer's codebook vectors summed over the levels read), so codes that decode alike start alike;
+    # the usual random start is no such map
+    config = FoundationConfig.from_tokenizer(tokenizer.config, "tiny", n_target_levels=2)
+    codes = torch.randint(0, config.codebook_size, (4, 8, 16, config.n_scales, config.n_levels))
+    flat = codes.view(-1, config.n_scales, config.n_levels)[..., :2]
+    latents = torch.cat([q.decode(flat[:, i]) for i, q in enumerate(tokenizer.quantizers)], dim=1)
+    ones = torch.ones(len(latents), 1)  # (tokens, scales x code_dim + 1): fewer columns than tokens
+
+    def residual(model: BiotokFoundation) -> float:
+        with torch.no_grad():
+            embedded = model._inputs(codes, None, "eeg").reshape(len(latents), -1)
+        fit = torch.linalg.lstsq(torch.cat([latents, ones], 1).double(), embedded.double()).solution
+        return float((torch.cat([latents, ones], 1).double() @ fit - embedded).norm() / embedded.norm())
+
+    torch.manual_seed(0)
+    learnt, mapped = BiotokFoundation(config), BiotokFoundation(config)
+    mapped.init_code_embed_from_codebooks(tokenizer)
+    assert residual(mapped) < 1e-4 < 0.5 < residual(learnt)
+    assert float(mapped.code_embed.weight.std()) == pytest.approx(0.02, rel=1e-3)
+    other = FoundationConfig.from_tokenizer(tokenizer.config, "tiny")
+    other.tokenizer_hash = "another"
+    with pytest.raises(ValueError, match="tokenizer hash"):
+        BiotokFoundation(other).init_code_embed_from_codebooks(tokenizer)
+
+
 def test_deeper_input_levels_change_the_input_and_keep_the_targets(tmp_path, tokenizer):
     # read 8 levels, predict 2: a code at level 5 changes the visible positions' input (hence the masked
     # position's logits), while the loss still scores 2 levels per scale; a tied head scores the target
@@ -270,6 +297,19 @@ def _args(token_root, out, **overrides):
         progress=False,
     )
     return PretrainArgs(**{**base, **overrides})
+
+
+def test_pretraining_can_start_from_the_tokenizers_codebooks(token_root, tokenizer, tmp_path):
+    # `--code_init_tokenizer`: step 0's code embeddings are init_code_embed_from_codebooks's; two AdamW
+    # steps move a weight by at most ~2 x lr, while the random start is ~0.02 away everywhere
+    lr = 1e-4
+    for flag, close in (("", False), (str(SHIPPED), True)):
+        out = tmp_path / f"run_{bool(flag)}"
+        final = pretrain(_args(token_root, out, steps=2, lr=lr, eval_every=100, code_init_tokenizer=flag))
+        model = BiotokFoundation.from_pretrained(str(final))
+        reference = BiotokFoundation(model.config)
+        reference.init_code_embed_from_codebooks(tokenizer, seed=0)
+        assert torch.allclose(model.code_embed.weight, reference.code_embed.weight, atol=3 * lr) is close
 
 
 def test_pretraining_beats_the_unigram_baseline(token_root, tmp_path):
