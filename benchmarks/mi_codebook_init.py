@@ -24,6 +24,14 @@ from tokenizer.model import BiotokTokenizer
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--codes_file", required=True)
+    parser.add_argument(
+        "--task", default="eegbci_mi", help="the codes file's task (eegbci_mi or eegbci_mi_mu)"
+    )
+    parser.add_argument(
+        "--rows",
+        default="foundation (linear probe),foundation (fine-tuned)",
+        help="the probe on the untrained network, and the network trained from scratch",
+    )
     parser.add_argument("--tokenizer", default="pretrained_models/tokenizer-small")
     parser.add_argument("--size", default="tiny")
     parser.add_argument("--seeds", default="0")
@@ -45,11 +53,11 @@ def main() -> None:
         model.save_pretrained(str(folder))
         results = run(
             ClassifyArgs(
-                task="eegbci_mi",
+                task=args.task,
                 codes_file=args.codes_file,
                 foundation=str(folder),
                 protocol="transductive",
-                rows="foundation (linear probe),foundation (fine-tuned)",
+                rows=args.rows,
                 pooling=args.pooling,
                 seeds=args.seeds,
                 epochs=args.epochs,

@@ -73,6 +73,7 @@ def readout(features, labels: np.ndarray, folds: list, c_value: float) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", default="../shared/data/real")
+    parser.add_argument("--task", default="eegbci_mi", help="eegbci_mi, or eegbci_mi_mu (8-30 Hz only)")
     parser.add_argument(
         "--codes_file", required=True, help="`biotok finetune classify --codes_file` of the task"
     )

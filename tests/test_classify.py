@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.signal as sps
 import torch
 
 from data_prep.errors import BiosignalError, ConfigError
@@ -39,6 +40,30 @@ def test_myo_folds_split_by_repetition(real):
     for train, test in group_folds(epochs.groups, task.folds):
         assert not set(epochs.groups[train]) & set(epochs.groups[test])
         assert set(epochs.labels[test]) == set(range(5))  # a repetition holds every gesture
+
+
+def test_band_limited_motor_imagery_keeps_the_trials_and_drops_the_slow_band(real):
+    # eegbci_mi_mu: eegbci_mi's trials in 8-30 Hz only (the slow frontal confound, docs/BENCHMARKS.md);
+    # one subject's run through the task's own preset, against the full-band task
+    from data_prep.corpus import read_source
+    from data_prep.presets import get_preset, preprocess
+
+    full, mu = ClassifyTask.load("eegbci_mi"), ClassifyTask.load("eegbci_mi_mu")
+    assert (mu.classes, mu.tmin, mu.tmax, mu.folds, mu.group_by) == (full.classes, 0.0, 4.0, 0, "subject")
+    assert [s.path for s in mu.source_specs] == [s.path for s in full.source_specs]
+    path = real / "eegbci" / "S001R04.edf"
+    powers = {}
+    for task in (full, mu):
+        preset = get_preset(task.preset)
+        rec = preprocess(read_source(path, task.source_specs[0], preset.modality, "S001R04.edf"), preset)
+        freqs, psd = sps.welch(rec.data, fs=preset.sfreq, nperseg=int(preset.sfreq) * 2, axis=-1)
+        powers[task.name] = (
+            psd[:, (freqs > 0.5) & (freqs < 4)].mean(),
+            psd[:, (freqs > 10) & (freqs < 25)].mean(),
+        )
+    slow_full, band_full = powers["eegbci_mi"]
+    slow_mu, band_mu = powers["eegbci_mi_mu"]
+    assert slow_mu < 0.05 * slow_full and band_mu > 0.5 * band_full  # the slow band gone, mu/beta kept
 
 
 def test_metrics_match_scikit_learn():
