@@ -89,6 +89,7 @@ def main() -> None:
     tokenizer = BiotokTokenizer.from_pretrained(args.tokenizer).eval()
     names = [name.strip(".").upper() for name in epochs.ch_names]
     regions = {label: [i for i, name in enumerate(names) if test(name)] for label, test in REGIONS.items()}
+    regions = {label: index for label, index in regions.items() if index}  # a task may drop a region
 
     latents = {levels: codebook_vectors(tokenizer, codes, levels).mean(axis=2) for levels in (2, 8)}
     sfreq, patch = epochs.sfreq, int(epochs.sfreq)

@@ -64,6 +64,14 @@ def test_band_limited_motor_imagery_keeps_the_trials_and_drops_the_slow_band(rea
     slow_full, band_full = powers["eegbci_mi"]
     slow_mu, band_mu = powers["eegbci_mi_mu"]
     assert slow_mu < 0.05 * slow_full and band_mu > 0.5 * band_full  # the slow band gone, mu/beta kept
+    # and without the frontal electrodes, where the 8-30 Hz band's skirt still leaves the confound
+    clean = ClassifyTask.load("eegbci_mi_mu_nofrontal")
+    assert (
+        clean.preset == mu.preset and len(clean.channels) == 45 and {"C3", "Cz", "C4"} <= set(clean.channels)
+    )
+    assert not [
+        c for c in clean.channels if c.upper().startswith(("FP", "AF", "F")) and not c.startswith("FC")
+    ]
 
 
 def test_metrics_match_scikit_learn():
