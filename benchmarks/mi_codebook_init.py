@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 from finetune.classify import ClassifyArgs, run
@@ -72,9 +73,7 @@ def main() -> None:
                 f"| {init} code embeddings | {row} | {score['mean']:.3f} ± {score['std_folds']:.3f} |",
                 flush=True,
             )
-        for path in folder.iterdir():  # the untrained weights are made again by this script, not kept
-            path.unlink()
-        folder.rmdir()
+        shutil.rmtree(folder)  # the untrained weights are made again by this script, not kept
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
 
 

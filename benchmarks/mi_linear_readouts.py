@@ -37,15 +37,11 @@ REGIONS = {  # by the 10-10 name's prefix (EEGBCI's 64 channels)
 }
 
 
-@torch.no_grad()
 def codebook_vectors(tokenizer: BiotokTokenizer, codes: torch.Tensor, n_levels: int) -> np.ndarray:
     """codes `(N, C, P, S, Q)` -> quantized latents of the first `n_levels` `(N, C, P, S, code_dim)`."""
     n, c, p, s, _ = codes.shape
-    per_scale = [
-        q.decode(codes[:, :, :, i, :n_levels].long().reshape(n, c * p, n_levels))
-        for i, q in enumerate(tokenizer.quantizers)
-    ]
-    return torch.stack(per_scale, dim=2).view(n, c, p, s, -1).numpy()
+    latents = tokenizer.quantized_latents(codes[..., :n_levels].long())  # (S, N, C x P, code_dim)
+    return latents.permute(1, 2, 0, 3).reshape(n, c, p, s, -1).numpy()
 
 
 def code_counts(codes: torch.Tensor, n_levels: int, codebook_size: int) -> sparse.csr_matrix:

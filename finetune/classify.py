@@ -16,6 +16,7 @@ by window. Writes results.json (every fold and subject), table.md, confusion.png
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import sys
@@ -359,6 +360,12 @@ def _input_kind(row: str) -> str:
     return "patches" if row.startswith("raw-patch") else "tokens"
 
 
+@functools.lru_cache(maxsize=1)
+def _code_init_tokenizer(path: str) -> BiotokTokenizer:
+    """The --scratch_code_init tokenizer, loaded once for every fold and seed."""
+    return BiotokTokenizer.from_pretrained(path).eval()
+
+
 def _neural(
     row: str,
     base: BiotokFoundation,
@@ -374,7 +381,7 @@ def _neural(
     if row == "from scratch":  # the same network, freshly initialised
         base = BiotokFoundation(base.config)
         if args.scratch_code_init:
-            base.init_code_embed_from_codebooks(BiotokTokenizer.from_pretrained(args.scratch_code_init), seed)
+            base.init_code_embed_from_codebooks(_code_init_tokenizer(args.scratch_code_init), seed)
     # on the device fit() trains on, so that the probe's features and its head meet there
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = BiotokClassifier.from_foundation(

@@ -117,9 +117,10 @@ class BiotokFoundation(PreTrainedModel):
         issue 17: "Which linear view of the codes carries left/right?")."""
         if self.config.input_kind != "tokens":
             raise ValueError("init_code_embed_from_codebooks: this model reads raw patches, not codes")
-        if tokenizer.config.config_hash() != self.config.tokenizer_hash:
+        tokenizer_hash = tokenizer.config.config_hash()
+        if tokenizer_hash != self.config.tokenizer_hash:
             raise ValueError(
-                f"tokenizer hash {tokenizer.config.config_hash()} is not this model's {self.config.tokenizer_hash}"
+                f"tokenizer hash {tokenizer_hash} is not this model's {self.config.tokenizer_hash}"
             )
         generator = torch.Generator().manual_seed(seed)
         q, k = self.config.n_input_levels, self.config.codebook_size

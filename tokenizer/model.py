@@ -423,14 +423,21 @@ class BiotokTokenizer(PreTrainedModel):
         return self.spectrum_to_patches(log_amp, sin, cos, patches.shape[-1])
 
     @torch.no_grad()
+    def quantized_latents(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes `(B, C, P, S, Q')` -> each scale's codebook vectors summed over the Q' levels given,
+        `(S, B, C x P, code_dim)` (what the decoder reads)."""
+        b, c, p = codes.shape[:3]
+        return torch.stack(
+            [q.decode(codes[:, :, :, i].reshape(b, c * p, -1)) for i, q in enumerate(self.quantizers)]
+        )
+
+    @torch.no_grad()
     def decode_patches(self, codes: torch.Tensor, channel_ids: torch.Tensor, modality: str) -> torch.Tensor:
         """Codes `(B, C, P, S, Q')` (any Q' <= Q levels; -1 where a variable-depth token has no such
         level) -> scaled patches `(B, C, P, L)`."""
         self._check_modality(modality)
-        b, c, p, s, _ = codes.shape
-        quantized = torch.stack(
-            [q.decode(codes[:, :, :, i].reshape(b, c * p, -1)) for i, q in enumerate(self.quantizers)]
-        )
+        b, c, p = codes.shape[:3]
+        quantized = self.quantized_latents(codes)
         patch_len = self.config.modalities[modality]["preset"]["patch_len"]
         log_amp, sin, cos = self._decode_latents(
             quantized.to(self.dtype), channel_ids, modality, (b, c, p, patch_len)
