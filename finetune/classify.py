@@ -38,7 +38,7 @@ from data_prep.presets import get_preset, patchify
 from foundation.model import BiotokFoundation
 from tokenizer.model import BiotokTokenizer
 
-from .classifier import BiotokClassifier, layer_decay_groups
+from .classifier import BiotokClassifier, Readout, layer_decay_groups
 from .classify_data import ClassifyTask, Epochs, group_folds, load_epochs
 from .metrics import confusion_matrix, scores
 
@@ -73,7 +73,8 @@ class ClassifyArgs:
         default="mean",
         metadata={
             "help": "mean: over every channel and patch; channels: per channel, side by side (keeps "
-            "where on the montage a state sits, e.g. a lateralised rhythm)"
+            "where on the montage a state sits, e.g. a lateralised rhythm); spatial_power: learnt spatial "
+            "filters and the log second moment of each filtered state over patches (CSP's form)"
         },
     )
     codes_file: str = field(
@@ -390,16 +391,21 @@ def _neural(
     labels = torch.from_numpy(epochs.labels[train])
     if "linear probe" in row:
         model.foundation.requires_grad_(False).eval()
-        features = {"features": in_batches(model.features, model.device, inputs.for_model(model, train))}
-        head = fit(
-            model.head,
-            features,
-            labels,
-            [{"params": list(model.head.parameters()), "lr": args.probe_lr}],
-            args,
-            seed,
+        # the frozen states computed once; the pooling (spatial filters, if any) and the head train on them
+        train_inputs = inputs.for_model(model, train)
+        states = {
+            "hidden": in_batches(
+                lambda **batch: model.foundation.encode(modality=model.config.modality, **batch),
+                model.device,
+                train_inputs,
+            ),
+            "channel_ids": train_inputs["channel_ids"],
+        }
+        readout = Readout(model.pool, model.head)
+        readout = fit(
+            readout, states, labels, [{"params": list(readout.parameters()), "lr": args.probe_lr}], args, seed
         )
-        model.head = head
+        model.pool, model.head = readout.pool, readout.head
     else:
         decay = 1.0 if row == "from scratch" else args.layer_decay
         groups = layer_decay_groups(model, args.lr, decay, args.weight_decay)

@@ -10,8 +10,8 @@ import scipy.signal as sps
 import torch
 
 from data_prep.errors import BiosignalError, ConfigError
-from finetune.classifier import BiotokClassifier, layer_decay_groups
-from finetune.classify import ClassifyArgs, run
+from finetune.classifier import BiotokClassifier, Head, Pool, Readout, layer_decay_groups
+from finetune.classify import ClassifyArgs, fit, run
 from finetune.classify_data import ClassifyTask, group_folds, load_epochs
 from finetune.metrics import balanced_accuracy, cohen_kappa, confusion_matrix, roc_auc
 from foundation.config import FoundationConfig
@@ -347,6 +347,51 @@ def test_channel_pooling_keeps_where_on_the_montage_a_state_sits(foundations, tm
         torch.testing.assert_close(loaded(ids, codes=codes), per_channel(ids, codes=codes))
     with pytest.raises(ValueError, match="needs n_channels"):
         BiotokClassifier.from_foundation(foundation, ["a", "b"], "eeg", "channels")
+
+
+def test_spatial_power_pooling_reads_a_power_difference_that_means_cannot(foundations, tmp_path):
+    # CSP's situation: the classes differ only in the power of one mixture of channels (C3 - C4); every
+    # state's mean is the same for both, so mean and per-channel pooling see nothing to learn
+    generator = torch.Generator().manual_seed(0)
+    n, n_channels, n_patches, d = 240, 3, 8, 4
+    labels = torch.arange(n) % 2
+    hidden = torch.randn(n, n_channels, n_patches, d, generator=generator)
+    source = torch.randn(n, n_patches, d, generator=generator) * (1 + 2 * labels[:, None, None])
+    hidden[:, 0] += source
+    hidden[:, 2] -= source  # in C3 and, sign-flipped, in C4: a spatial filter C3 - C4 finds it
+    hidden += 3.0 * torch.randn(n_channels, 1, d, generator=generator)  # a fixed offset per channel
+    channel_ids = torch.ones(n, n_channels, dtype=torch.long)
+    train, test = torch.arange(n) < 160, torch.arange(n) >= 160
+    args = ClassifyArgs(epochs=40, batch_size=32, mixed_precision="no")
+    accuracy = {}
+    for pooling, width in (("channels", n_channels * d), ("spatial_power", 2)):
+        torch.manual_seed(0)
+        readout = Readout(Pool(pooling, n_channels, n_filters=2), Head(width, 2, norm=pooling == "channels"))
+        inputs = {"hidden": hidden[train], "channel_ids": channel_ids[train]}
+        readout = fit(
+            readout, inputs, labels[train], [{"params": list(readout.parameters()), "lr": 1e-2}], args, 0
+        )
+        with torch.no_grad():
+            predicted = readout(hidden[test], channel_ids[test]).argmax(-1)
+        accuracy[pooling] = balanced_accuracy(labels[test].numpy(), predicted.numpy(), 2)
+    assert accuracy["spatial_power"] > 0.85 and accuracy["channels"] < 0.75, accuracy
+    # the feature is CSP's: the log power (over patches and dimensions) of the filtered, patch-centred states
+    pool = Pool("spatial_power", n_channels, n_filters=2)
+    centred = hidden[:5] - hidden[:5].mean(dim=2, keepdim=True)
+    filtered = torch.einsum("fc,bcpd->bfpd", pool.spatial_filters.detach(), centred)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            pool(hidden[:5], channel_ids[:5]), filtered.pow(2).mean((2, 3)).add(1e-6).log()
+        )
+    # and it saves and loads inside a classifier, the filters with it
+    foundation = BiotokFoundation.from_pretrained(foundations / "tokens")
+    model = BiotokClassifier.from_foundation(
+        foundation, ["left", "right"], "eeg", "spatial_power", 3, n_filters=2
+    )
+    assert model.head.linear.in_features == 2
+    model.save_pretrained(tmp_path / "clf")
+    loaded = BiotokClassifier.from_pretrained(tmp_path / "clf")
+    torch.testing.assert_close(loaded.pool.spatial_filters, model.pool.spatial_filters)
 
 
 def test_a_codes_file_that_did_not_travel_is_named_in_the_error(tmp_path):
