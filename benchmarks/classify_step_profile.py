@@ -1,0 +1,142 @@
+"""What bounds a classification fine-tuning step? (issue 19; the step every issue-17 row repeats)
+
+One fine-tuning step of `biotok finetune classify` (a small foundation under a classifier head, AdamW with
+layer-wise groups, bf16 autocast, gradient clipping; batch 32 of 45 channels x 4 patches, the no-frontal
+motor-imagery task's shape) timed as `fit` runs it, then profiled: kernels launched per step, the GPU's
+busy time per step against the step's wall time (busy << wall: the host's launches bound it), and the
+same step with the model compiled (`torch.compile`). Codes are random: the cost does not depend on them.
+
+    python benchmarks/classify_step_profile.py --tokenizer pretrained_models/tokenizer-small \
+        --out docs/results/classify_step_profile.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from finetune.classifier import BiotokClassifier, layer_decay_groups
+from finetune.classify import ClassifyArgs, fit
+from foundation.config import FoundationConfig
+from foundation.model import BiotokFoundation
+from tokenizer.config import TokenizerConfig
+
+
+def make_step(model, optimizer, device):
+    def step(channel_ids, codes, labels):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = model(channel_ids, codes=codes)
+        loss = F.cross_entropy(logits.float(), labels)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss
+
+    return step
+
+
+def timed(step, batch, n_steps: int, device) -> float:
+    """Seconds per step, after warm-up."""
+    for _ in range(3):
+        step(*batch)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(n_steps):
+        step(*batch)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / n_steps
+
+
+def profiled(step, batch, n_steps: int, device) -> dict:
+    """Kernels per step and the GPU's busy time per step (sum of kernel times)."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        for _ in range(n_steps):
+            step(*batch)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    busy = sum(e.device_time for e in kernels) / 1e6  # µs -> s
+    top = prof.key_averages().table(
+        sort_by="self_cuda_time_total" if kernels else "self_cpu_time_total", row_limit=12
+    )
+    return {"kernels_per_step": len(kernels) / n_steps, "gpu_busy_s_per_step": busy / n_steps, "top": top}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tokenizer", default="pretrained_models/tokenizer-small")
+    parser.add_argument("--size", default="small")
+    parser.add_argument("--pooling", default="spatial_power")
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--n_channels", type=int, default=45)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--compile", action="store_true", help="also time the step with the model compiled")
+    parser.add_argument("--out", default="docs/results/classify_step_profile.json")
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    config = FoundationConfig.from_tokenizer(
+        TokenizerConfig.from_pretrained(args.tokenizer), args.size, n_target_levels=2, n_input_levels=2,
+        position_embed=True,
+    )  # fmt: skip
+    # any n_channels EEG names of the vocabulary: the cost does not depend on which
+    names = [name.split(":", 1)[1] for name in config.channel_vocab if name.startswith("eeg:")][
+        : args.n_channels
+    ]
+    foundation = BiotokFoundation(config)
+    model = BiotokClassifier.from_foundation(
+        foundation, ["left", "right"], "eeg", args.pooling, args.n_channels
+    )
+    model = model.to(device).train()
+    generator = torch.Generator().manual_seed(0)
+    shape = (args.batch_size, args.n_channels, 4, config.n_scales, config.n_read_levels)
+    codes = torch.randint(0, config.codebook_size, shape, generator=generator).to(device)
+    channel_ids = model.foundation.channel_ids([names], "eeg").expand(args.batch_size, -1).to(device)
+    labels = torch.randint(0, 2, (args.batch_size,), generator=generator).to(device)
+    batch = (channel_ids, codes, labels)
+    groups = layer_decay_groups(model, 5e-4, 0.75, 0.05)
+    optimizer = torch.optim.AdamW(groups, fused=device.type == "cuda" or None)
+    result = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", **vars(args)}
+    # `fit` itself (Accelerate, the row's loop) on 450 windows for 2 epochs: what a fold pays per step
+    n_windows, epochs = 450, 2
+    index = torch.randint(0, args.batch_size, (n_windows,), generator=generator)
+    inputs = {"channel_ids": channel_ids[index].cpu(), "codes": codes[index].cpu()}
+    precision = "bf16" if device.type == "cuda" else "no"
+    fit_args = ClassifyArgs(epochs=epochs, batch_size=args.batch_size, mixed_precision=precision)
+    start = time.perf_counter()
+    fit(model, inputs, labels[index].cpu(), layer_decay_groups(model, 5e-4, 0.75, 0.05), fit_args, 0)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    result["fit_s_per_step"] = (time.perf_counter() - start) / (epochs * -(-n_windows // args.batch_size))
+    model.train()
+    eager = make_step(model, optimizer, device)
+    result["eager_s_per_step"] = timed(eager, batch, args.steps, device)
+    profile = profiled(eager, batch, 5, device)
+    print(profile.pop("top"))
+    result.update({f"eager_{k}": v for k, v in profile.items()})
+    if args.compile:
+        try:
+            compiled = make_step(torch.compile(model), optimizer, device)
+            result["compiled_s_per_step"] = timed(compiled, batch, args.steps, device)
+            profile = profiled(compiled, batch, 5, device)
+            print(profile.pop("top"))
+            result.update({f"compiled_{k}": v for k, v in profile.items()})
+        except Exception as error:  # a failed compile is a result too: say why
+            result["compiled_error"] = f"{type(error).__name__}: {error}"[:500]
+    print(json.dumps(result, indent=1))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
