@@ -55,6 +55,12 @@ def main() -> None:
     parser.add_argument("--task", default="eegbci_mi_mu_nofrontal")
     parser.add_argument("--tokenizer", default="pretrained_models/tokenizer-small")
     parser.add_argument("--size", default="tiny")
+    parser.add_argument(
+        "--split_scales",
+        action="store_true",
+        help="each scale's codebook vectors in their own slice of the width",
+    )
+    parser.add_argument("--skip_readouts", action="store_true", help="only the CSP rows")
     parser.add_argument("--out", default="docs/results/mi_csp_stages.json")
     args = parser.parse_args()
     task = ClassifyTask.load(args.task)
@@ -80,7 +86,7 @@ def main() -> None:
     )
     torch.manual_seed(0)
     model = BiotokFoundation(config).eval()
-    model.init_code_embed_from_codebooks(tokenizer)
+    model.init_code_embed_from_codebooks(tokenizer, split_scales=args.split_scales)
     ids = model.channel_ids([list(epochs.ch_names)], "eeg").expand(n, -1)
     with torch.no_grad():
         x = model._inputs(codes.long(), None, "eeg")
@@ -94,13 +100,16 @@ def main() -> None:
             csp(f"untrained network: after block {i}", hidden.view(n, c, p, -1))
     states = torch.from_numpy(vectors).float().reshape(n, c, p, -1)
     states = states / states.std()
-    for lr, n_epochs, wd in ((1e-2, 30, 0.05), (1e-3, 100, 0.05), (1e-2, 100, 0.5)):
+    for lr, n_epochs, wd in (
+        () if args.skip_readouts else ((1e-2, 30, 0.05), (1e-3, 100, 0.05), (1e-2, 100, 0.5))
+    ):
         name = (
             f"spatial_power readout trained on the codebook vectors (lr {lr:g}, {n_epochs} epochs, wd {wd:g})"
         )
         report(name, trained_readout(states, labels, folds, lr, n_epochs, wd))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"task": task.name, "folds": len(folds), "rows": rows}, indent=1))
+    summary = {"task": task.name, "folds": len(folds), "size": args.size, "split_scales": args.split_scales}
+    Path(args.out).write_text(json.dumps({**summary, "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

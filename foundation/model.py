@@ -108,13 +108,16 @@ class BiotokFoundation(PreTrainedModel):
                 module.code_offsets.copy_(torch.arange(s * q).view(s, q) * module.config.codebook_size)
 
     @torch.no_grad()
-    def init_code_embed_from_codebooks(self, tokenizer, seed: int = 0) -> None:
+    def init_code_embed_from_codebooks(self, tokenizer, seed: int = 0, split_scales: bool = False) -> None:
         """Start the code embeddings as one fixed random linear map per scale of the frozen tokenizer's
         codebook vectors, so that a token's summed embedding is that map of its quantized latent and codes
         that decode alike start alike. Learnt from a random start, a scale's levels x 1024 rows meet too
         few labelled windows: on EEGBCI left/right imagery a linear readout of the codebook vectors reaches
         0.68 on unseen subjects where every network on learnt embeddings stays at chance (docs/BENCHMARKS.md,
-        issue 17: "Which linear view of the codes carries left/right?")."""
+        issue 17: "Which linear view of the codes carries left/right?"). `split_scales`: each scale maps
+        into its own slice of the width (d_model / n_scales dimensions), so that the summed embedding
+        holds the scales side by side instead of mixed (on the 8-30 Hz motor-imagery task only the finest
+        scale carries the imagery)."""
         if self.config.input_kind != "tokens":
             raise ValueError("init_code_embed_from_codebooks: this model reads raw patches, not codes")
         tokenizer_hash = tokenizer.config.config_hash()
@@ -125,9 +128,14 @@ class BiotokFoundation(PreTrainedModel):
         generator = torch.Generator().manual_seed(seed)
         q, k = self.config.n_input_levels, self.config.codebook_size
         rows = []
-        for quantizer in tokenizer.quantizers:  # one per scale, in the code layout's order
+        d, n_scales = self.config.d_model, len(tokenizer.quantizers)
+        for scale, quantizer in enumerate(tokenizer.quantizers):  # one per scale, in the code layout's order
             codebooks = quantizer.codebooks[:q].float().cpu()  # (levels, k, code_dim)
-            projection = torch.randn(codebooks.shape[-1], self.config.d_model, generator=generator)
+            projection = torch.randn(codebooks.shape[-1], d, generator=generator)
+            if split_scales:
+                keep = torch.zeros(d, dtype=torch.bool)
+                keep[scale * d // n_scales : (scale + 1) * d // n_scales] = True
+                projection[:, ~keep] = 0
             rows.append((codebooks @ projection).reshape(q * k, -1))
         weight = torch.cat(rows)
         # one scale for every row keeps the map linear; the std of the random start the rest expects

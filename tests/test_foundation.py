@@ -241,6 +241,16 @@ def test_codebook_init_makes_a_tokens_embedding_a_linear_map_of_its_quantized_la
     mapped.init_code_embed_from_codebooks(tokenizer)
     assert residual(mapped) < 1e-4 < 0.5 < residual(learnt)
     assert float(mapped.code_embed.weight.std()) == pytest.approx(0.02, rel=1e-3)
+    # split_scales: still that linear map, each scale's rows confined to its own slice of the width
+    split = BiotokFoundation(config)
+    split.init_code_embed_from_codebooks(tokenizer, split_scales=True)
+    assert residual(split) < 1e-4
+    d, rows = config.d_model, 2 * config.codebook_size
+    for scale, block in enumerate(split.code_embed.weight.detach().split(rows)):
+        inside = torch.zeros(d, dtype=torch.bool)
+        inside[scale * d // config.n_scales : (scale + 1) * d // config.n_scales] = True
+        assert block[:, ~inside].abs().max() == 0
+        assert block[:, inside].norm() > 0
     other = FoundationConfig.from_tokenizer(tokenizer.config, "tiny")
     other.tokenizer_hash = "another"
     with pytest.raises(ValueError, match="tokenizer hash"):
