@@ -5,7 +5,9 @@ regularised logistic regression (standardised features, the same leave-one-subje
 finetune classify`) reads the frozen tokenizer's codebook vectors (the quantized latent of each channel,
 mean over the window's patches), code counts (what a learnt embedding sees linearly), and the signal's
 power (log spectrum, log band power, 8-30 Hz log variance) and slow waveform (< 4 Hz, mean of each 1 s),
-over all channels and per region. No hyperparameter is picked on the test folds: every C is reported.
+over all channels and per region; then a quadratic reader, CSP + LDA, on the codebook vectors (each
+channel's patches x latent dimensions as its samples) and on the signal. No hyperparameter is picked on the
+test folds: every C is reported.
 
     python benchmarks/mi_linear_readouts.py --root ../shared/data/real --codes_file CODES/eegbci_mi.safetensors \
         --tokenizer pretrained_models/tokenizer-small --out docs/results/mi_linear_readouts.json

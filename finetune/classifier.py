@@ -9,9 +9,10 @@ A mean of states is linear in them and cannot form a power; CSP + LDA reads moto
 a spatial filter and a log variance, and CSP + LDA on the tokenizer's codebook vectors of the 8-30 Hz,
 no-frontal task reaches what it reaches on the signal (docs/BENCHMARKS.md, issue 17).
 
-Linear probe: the foundation is frozen and only the head trains. Full fine-tuning: everything trains,
-with layer-wise learning-rate decay applied per transformer block (every tensor of block i gets
-lr x decay^(L - i)), the input embeddings one step below block 0, the head at the full rate.
+Linear probe: the foundation is frozen and only the pooling (its spatial filters, if any) and the head
+train. Full fine-tuning: everything trains, with layer-wise learning-rate decay applied per transformer
+block (every tensor of block i gets lr x decay^(L - i)), the input embeddings one step below block 0, the
+pooling and the head at the full rate.
 """
 
 from __future__ import annotations
@@ -91,7 +92,6 @@ class Pool(nn.Module):
         if self.pooling == "channels":
             return (hidden.mean(dim=2) * weight[:, :, 0]).flatten(1)
         if self.pooling == "spatial_power":
-            # centred over patches: a channel's own embedding (the same at every patch) is not power
             # centred over patches: a channel's own embedding (the same at every patch) is not power
             states = (hidden - hidden.mean(dim=2, keepdim=True)) * weight
             filtered = torch.einsum("fc,bcpd->bfpd", self.spatial_filters.to(states.dtype), states)

@@ -74,7 +74,7 @@ class ClassifyArgs:
         metadata={
             "help": "mean: over every channel and patch; channels: per channel, side by side (keeps "
             "where on the montage a state sits, e.g. a lateralised rhythm); spatial_power: learnt spatial "
-            "filters and the log second moment of each filtered state over patches (CSP's form)"
+            "filters and the log power of each filtered, patch-centred state sequence (CSP's form)"
         },
     )
     codes_file: str = field(
