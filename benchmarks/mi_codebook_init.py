@@ -38,6 +38,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--pooling", default="channels")
     parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--probe_lr", type=float, default=5e-3)
+    parser.add_argument("--split_scales", action="store_true", help="init_code_embed_from_codebooks's")
     parser.add_argument("--out", default="docs/results/mi_codebook_init")
     args = parser.parse_args()
     out = Path(args.out)
@@ -49,7 +51,7 @@ def main() -> None:
     for init in ("learnt", "codebooks"):
         model = BiotokFoundation(config)
         if init == "codebooks":
-            model.init_code_embed_from_codebooks(tokenizer)
+            model.init_code_embed_from_codebooks(tokenizer, split_scales=args.split_scales)
         folder = out / f"untrained_{init}"
         model.save_pretrained(str(folder))
         results = run(
@@ -62,6 +64,7 @@ def main() -> None:
                 pooling=args.pooling,
                 seeds=args.seeds,
                 epochs=args.epochs,
+                probe_lr=args.probe_lr,
                 layer_decay=1.0,
                 out=str(out / init),
                 progress=False,
