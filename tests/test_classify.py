@@ -394,6 +394,30 @@ def test_spatial_power_pooling_reads_a_power_difference_that_means_cannot(founda
     torch.testing.assert_close(loaded.pool.spatial_filters, model.pool.spatial_filters)
 
 
+def test_static_batches_for_cuda_graphs_train_exactly_as_the_unpadded_ones():
+    # --cuda_graphs pads every batch to batch_size (one shape for the graphs to replay) with rows that weigh
+    # nothing: the trained weights must be those of the unpadded run; on a CPU only the padding applies
+    generator = torch.Generator().manual_seed(0)
+    n, n_channels, d = 70, 3, 4  # 70 = 2 x 32 + 6: the last batch of every epoch is padded
+    hidden = torch.randn(n, n_channels, 2, d, generator=generator)
+    labels = (hidden[:, 0, :, 0].mean(-1) > 0).long()
+    inputs = {"hidden": hidden, "channel_ids": torch.ones(n, n_channels, dtype=torch.long)}
+    trained, shapes = {}, {}
+    for static in (False, True):
+        torch.manual_seed(0)
+        readout = Readout(Pool("channels", n_channels, 8), Head(n_channels * d, 2))
+        seen = shapes.setdefault(static, set())
+        readout.register_forward_hook(lambda module, args, out, seen=seen: seen.add(out.shape[0]))
+        args = ClassifyArgs(
+            epochs=3, batch_size=32, mixed_precision="no", balance_classes=True, cuda_graphs=static
+        )
+        groups = [{"params": list(readout.parameters()), "lr": 1e-2}]
+        trained[static] = fit(readout, inputs, labels, groups, args, 0).state_dict()
+    assert shapes == {False: {32, 6}, True: {32}}
+    for key, value in trained[False].items():
+        torch.testing.assert_close(trained[True][key], value, rtol=1e-5, atol=1e-6)
+
+
 def test_a_codes_file_that_did_not_travel_is_named_in_the_error(tmp_path):
     # a missing codes file falls back to the recordings; when those are absent too (a GPU machine), the
     # error must name the codes file, not only the recordings' glob
