@@ -182,18 +182,17 @@ def fit(
         step_module = torch.compile(module, mode="reduce-overhead")
     for _ in range(args.epochs):
         for batch_index in torch.randperm(n, generator=generator).split(args.batch_size):
-            valid = torch.ones(len(batch_index))
-            if static and len(batch_index) < args.batch_size:
-                pad = args.batch_size - len(batch_index)
-                batch_index = torch.cat([batch_index, batch_index[:1].expand(pad)])
-                valid = torch.cat([valid, torch.zeros(pad)])
-            batch_index, valid = batch_index.to(accelerator.device), valid.to(accelerator.device)
+            n_real = len(batch_index)
+            if static and n_real < args.batch_size:
+                batch_index = torch.cat([batch_index, batch_index[:1].expand(args.batch_size - n_real)])
+            batch_index = batch_index.to(accelerator.device)
             batch = {k: v[batch_index] for k, v in inputs.items()}
             with accelerator.autocast():
                 logits = step_module(**batch)
             target = labels[batch_index]
             # cross-entropy's weighted mean (as F.cross_entropy with `weight`), over the real rows only
-            row_weight = weight[target] * valid
+            row_weight = weight[target]
+            row_weight[n_real:] = 0
             per_row = F.cross_entropy(logits.float(), target, reduction="none")
             loss = (per_row * row_weight).sum() / row_weight.sum()
             accelerator.backward(loss)
