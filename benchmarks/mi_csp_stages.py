@@ -27,7 +27,7 @@ from finetune.classify import ClassifyArgs, fit, load_codes
 from finetune.classify_data import ClassifyTask, group_folds
 from finetune.metrics import balanced_accuracy
 from foundation.config import FoundationConfig
-from foundation.model import BiotokFoundation, channel_vectors
+from foundation.model import BiotokFoundation
 from tokenizer.model import BiotokTokenizer
 
 
@@ -88,16 +88,22 @@ def main() -> None:
     model = BiotokFoundation(config).eval()
     model.init_code_embed_from_codebooks(tokenizer, split_scales=args.split_scales)
     ids = model.channel_ids([list(epochs.ch_names)], "eeg").expand(n, -1)
+    # the stages as the model's own encode() computes them: block 0's input, every block's output
+    stages = {}
+
+    def keep(name):  # a hook that returns None, so the model runs unchanged
+        return lambda module, inputs, out=None: stages.__setitem__(name, inputs[0] if out is None else out)
+
+    blocks = model.encoder.blocks
+    blocks[0].register_forward_pre_hook(keep("input"))
+    for i, block in enumerate(blocks):
+        block.register_forward_hook(keep(i))
     with torch.no_grad():
-        x = model._inputs(codes.long(), None, "eeg")
-        csp("untrained network: summed code embeddings", x)
-        x = x + channel_vectors(model, ids)[:, :, None] + model.time_embed.weight[:p][None, None]
-        x = x + model.modality_embed.weight[model.modality_names.index("eeg")]
-        csp("untrained network: + channel, time and modality embeddings", x)
-        hidden = x.reshape(n, c * p, -1)
-        for i, block in enumerate(model.encoder.blocks):
-            hidden = block(hidden, None)
-            csp(f"untrained network: after block {i}", hidden.view(n, c, p, -1))
+        csp("untrained network: summed code embeddings", model._inputs(codes.long(), None, "eeg"))
+        model.encode(ids, "eeg", codes=codes.long())
+    csp("untrained network: + channel, time and modality embeddings", stages["input"])
+    for i in range(len(blocks)):
+        csp(f"untrained network: after block {i}", stages[i])
     states = torch.from_numpy(vectors).float().reshape(n, c, p, -1)
     states = states / states.std()
     for lr, n_epochs, wd in (
