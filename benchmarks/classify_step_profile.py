@@ -87,6 +87,10 @@ def main() -> None:
         default="default",
         help="torch.compile's mode; reduce-overhead replays the forward and backward as CUDA graphs",
     )
+    parser.add_argument("--fit_epochs", type=int, default=2, help="epochs of the timed fit (a fold: 30)")
+    parser.add_argument(
+        "--fit_cuda_graphs", action="store_true", help="also time fit with --cuda_graphs, two fresh models"
+    )
     parser.add_argument("--out", default="docs/results/classify_step_profile.json")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -112,17 +116,32 @@ def main() -> None:
     groups = layer_decay_groups(model, 5e-4, 0.75, 0.05)
     optimizer = torch.optim.AdamW(groups, fused=device.type == "cuda" or None)
     result = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", **vars(args)}
-    # `fit` itself (Accelerate, the row's loop) on 450 windows for 2 epochs: what a fold pays per step
-    n_windows, epochs = 450, 2
+    # `fit` itself (Accelerate, the row's loop) on 450 windows (a motor-imagery fold's training set) for
+    # --fit_epochs: what a fold pays, eager and with --cuda_graphs; the graphs are recorded again for every
+    # new model (every fold), so the second fresh model's fit is the cost of each later fold
+    n_windows, epochs = 450, args.fit_epochs
     index = torch.randint(0, args.batch_size, (n_windows,), generator=generator)
     inputs = {"channel_ids": channel_ids[index].cpu(), "codes": codes[index].cpu()}
     precision = "bf16" if device.type == "cuda" else "no"
-    fit_args = ClassifyArgs(epochs=epochs, batch_size=args.batch_size, mixed_precision=precision)
-    start = time.perf_counter()
-    fit(model, inputs, labels[index].cpu(), layer_decay_groups(model, 5e-4, 0.75, 0.05), fit_args, 0)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    result["fit_s_per_step"] = (time.perf_counter() - start) / (epochs * -(-n_windows // args.batch_size))
+    n_steps = epochs * -(-n_windows // args.batch_size)
+    for name, graphs in [("fit", False)] + [
+        ("fit_cuda_graphs", True),
+        ("fit_cuda_graphs_next_fold", True),
+    ] * (device.type == "cuda" and args.fit_cuda_graphs):
+        fold_model = BiotokClassifier.from_foundation(
+            foundation, ["left", "right"], "eeg", args.pooling, args.n_channels
+        )
+        fit_args = ClassifyArgs(
+            epochs=epochs, batch_size=args.batch_size, mixed_precision=precision, cuda_graphs=graphs
+        )
+        start = time.perf_counter()
+        groups = layer_decay_groups(fold_model, 5e-4, 0.75, 0.05)
+        fit(fold_model, inputs, labels[index].cpu(), groups, fit_args, 0)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        result[f"{name}_s"] = time.perf_counter() - start
+        result[f"{name}_s_per_step"] = result[f"{name}_s"] / n_steps
+        print(f"{name}: {result[f'{name}_s']:.1f} s for {n_steps} steps", flush=True)
     model.train()
     eager = make_step(model, optimizer, device)
     result["eager_s_per_step"] = timed(eager, batch, args.steps, device)

@@ -9,6 +9,8 @@
 #                     to /tmp/w/repo (later calls replace the tree; the queue must not see that), pretrains
 #                     both fold groups side by side (CODE_INIT; PRE_SECONDS each), then starts the classify
 #                     queue in the background: QTASKS, QPOOLING, seeds one after another, QFRACTIONS
+#   PHASE=profile     pretrained_models/tokenizer-small travels: issue 19's classify step profile, with fit
+#                     timed eager and with --cuda_graphs on two fresh models ($OUT/classify_step_fit.json)
 #   PHASE=wait        waits for the queue (at most BUDGET s) and packs /tmp/w/out into $OUT/results.tgz
 #
 # The thirteenth session's run (docs/BENCHMARKS.md, "Motor imagery without the confound"):
@@ -47,6 +49,10 @@ touch $W/out/queue.done
 Q
     nohup setsid bash $W/queue.sh > $W/out/queue.log 2>&1 < /dev/null &
     ;;
+profile)
+    PYTHONPATH=/tmp/site:$PWD python benchmarks/classify_step_profile.py --fit_epochs 30 --fit_cuda_graphs \
+        --compile --compile_mode reduce-overhead --out "$OUT/classify_step_fit.json"
+    ;;
 wait)
     end=$((SECONDS + ${BUDGET:-500}))
     while [ ! -e $W/out/queue.done ] && [ $SECONDS -lt $end ]; do sleep 10; done
@@ -55,7 +61,7 @@ wait)
     tar -czf "$OUT/results.tgz" -C $W out
     ;;
 *)
-    echo "PHASE must be data, start or wait" >&2
+    echo "PHASE must be data, profile, start or wait" >&2
     exit 2
     ;;
 esac

@@ -10,8 +10,8 @@
 #
 # VARIANTS (default "names tied"; also "copy") picks the pretraining variants, INPUT_LEVELS the RVQ levels
 # read as input (default: the 2 predicted; 8 reads every level, docs/BENCHMARKS.md "Do the tokens carry
-# motor imagery?"), CODE_INIT a tokenizer folder (the tokens') whose codebook vectors start the code
-# embeddings of the pretrained models and of the from-scratch row (docs/BENCHMARKS.md, "Which linear view
+# motor imagery?"), KEEP_RATIO BERT's unchanged share of the predicted positions (default 0), CODE_INIT a
+# tokenizer folder (the tokens') whose codebook vectors start the code embeddings of the pretrained models and of the from-scratch row (docs/BENCHMARKS.md, "Which linear view
 # of the codes carries left/right?"), GPU_A / GPU_B (default 0 / 1) the GPU of each fold group. MODE=classify: TASKS, SEEDS
 # (default "0 1 2"), FRACTIONS of the labels (default "0.1 0.3 1"), POOLING (mean), ROWS (row groups split
 # by '|', one process each; default the three neural rows in one), GPUS ("0 1"), JOBS in flight (12),
@@ -39,7 +39,7 @@ B='{"eegbci": ["002"], "eegbci_more": ["007", "009", "011", "013"], "myo": ["Fem
 TIED='{"position_embed": true, "tie_heads": true}'
 pre() {  # gpu run holdout overrides steps max_seconds eval_every: one pretraining into $models/<run>
     CUDA_VISIBLE_DEVICES=$1 python -m foundation.pretrain --tokens "$in"/* --size small --target_levels 2 \
-        --input_levels "${INPUT_LEVELS:-0}" --code_init_tokenizer "${CODE_INIT:-}" --holdout_subjects "$3" --overrides "$4" --steps "$5" --batch_size 64 --lr 5e-4 \
+        --input_levels "${INPUT_LEVELS:-0}" --keep_ratio "${KEEP_RATIO:-0}" --code_init_tokenizer "${CODE_INIT:-}" --holdout_subjects "$3" --overrides "$4" --steps "$5" --batch_size 64 --lr 5e-4 \
         --warmup_steps 200 --mixed_precision bf16 --eval_every "$7" --eval_batches 8 --log_every 100 \
         --save_every "$5" --max_seconds "$6" --out "$models/$2" --progress false > "$out/${2//\//_}.log" 2>&1
 }

@@ -60,6 +60,12 @@ def main() -> None:
         action="store_true",
         help="each scale's codebook vectors in their own slice of the width",
     )
+    parser.add_argument(
+        "--foundation",
+        default="",
+        help="a pretrained foundation folder to read instead of an untrained network (then also a "
+        "spatial_power readout trained on its final states, what the linear probe sees)",
+    )
     parser.add_argument("--skip_readouts", action="store_true", help="only the CSP rows")
     parser.add_argument("--out", default="docs/results/mi_csp_stages.json")
     args = parser.parse_args()
@@ -85,8 +91,12 @@ def main() -> None:
         tokenizer.config, args.size, n_target_levels=2, n_input_levels=2, position_embed=True
     )
     torch.manual_seed(0)
-    model = BiotokFoundation(config).eval()
-    model.init_code_embed_from_codebooks(tokenizer, split_scales=args.split_scales)
+    if args.foundation:
+        model = BiotokFoundation.from_pretrained(args.foundation).eval()
+    else:
+        model = BiotokFoundation(config).eval()
+        model.init_code_embed_from_codebooks(tokenizer, split_scales=args.split_scales)
+    network = "pretrained network" if args.foundation else "untrained network"
     ids = model.channel_ids([list(epochs.ch_names)], "eeg").expand(n, -1)
     # the stages as the model's own encode() computes them: block 0's input, every block's output
     stages = {}
@@ -99,13 +109,19 @@ def main() -> None:
     for i, block in enumerate(blocks):
         block.register_forward_hook(keep(i))
     with torch.no_grad():
-        csp("untrained network: summed code embeddings", model._inputs(codes.long(), None, "eeg"))
-        model.encode(ids, "eeg", codes=codes.long())
-    csp("untrained network: + channel, time and modality embeddings", stages["input"])
+        csp(f"{network}: summed code embeddings", model._inputs(codes.long(), None, "eeg"))
+        final = model.encode(ids, "eeg", codes=codes.long())
+    csp(f"{network}: + channel, time and modality embeddings", stages["input"])
     for i in range(len(blocks)):
-        csp(f"untrained network: after block {i}", stages[i])
+        csp(f"{network}: after block {i}", stages[i])
+    csp(f"{network}: final states (after the last LayerNorm)", final)
     states = torch.from_numpy(vectors).float().reshape(n, c, p, -1)
     states = states / states.std()
+    if args.foundation and not args.skip_readouts:
+        report(
+            f"spatial_power readout trained on the {network}'s final states (lr 0.01, 30 epochs, wd 0.05)",
+            trained_readout(final, labels, folds, 1e-2, 30, 0.05),
+        )
     for lr, n_epochs, wd in (
         () if args.skip_readouts else ((1e-2, 30, 0.05), (1e-3, 100, 0.05), (1e-2, 100, 0.5))
     ):
@@ -114,7 +130,13 @@ def main() -> None:
         )
         report(name, trained_readout(states, labels, folds, lr, n_epochs, wd))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    summary = {"task": task.name, "folds": len(folds), "size": args.size, "split_scales": args.split_scales}
+    summary = {
+        "task": task.name,
+        "folds": len(folds),
+        "size": args.size,
+        "split_scales": args.split_scales,
+        "foundation": args.foundation,
+    }
     Path(args.out).write_text(json.dumps({**summary, "rows": rows}, indent=1))
 
 

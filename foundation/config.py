@@ -46,6 +46,7 @@ class FoundationConfig(PretrainedConfig):
         max_patches: int = 64,
         mask_ratio: float = 0.5,
         symmetric_masking: bool = False,
+        keep_ratio: float = 0.0,
         position_embed: bool = False,
         tie_heads: bool = False,
         spatial_bias: bool = False,
@@ -62,6 +63,8 @@ class FoundationConfig(PretrainedConfig):
             raise ValueError("spatial_bias scores attention by electrode distance: it needs position_embed")
         if not 0 < mask_ratio < 1:
             raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio}")
+        if not 0 <= keep_ratio < 1:
+            raise ValueError(f"keep_ratio must be in [0, 1), got {keep_ratio}")
         self.n_scales, self.n_levels, self.codebook_size = n_scales, n_levels, codebook_size
         self.n_target_levels = min(n_target_levels or n_levels, n_levels)
         self.n_input_levels = min(n_input_levels or self.n_target_levels, n_levels)
@@ -78,6 +81,11 @@ class FoundationConfig(PretrainedConfig):
         self.d_model, self.n_layers, self.n_heads = d_model, n_layers, n_heads
         self.dropout, self.max_patches = dropout, max_patches
         self.mask_ratio, self.symmetric_masking = mask_ratio, symmetric_masking
+        # BERT's unchanged share: this fraction of the predicted positions keeps its own input, so that
+        # every visible position's final state must still name its own codes. Without it no loss ever
+        # reaches a visible position's output, and a fine-tuning head (which sees only visible positions)
+        # reads states that pretraining never shaped (issue 17: motor imagery's per-electrode power)
+        self.keep_ratio = keep_ratio
         self.position_embed, self.tie_heads = position_embed, tie_heads
         # every head's attention logits minus a learnt slope x the electrodes' distance (ALiBi over the
         # scalp): the nearest electrode's code is the best single guess of a masked one (issue 17)

@@ -35,6 +35,17 @@ def random_mask(
     return ((rank < n_mask[:, None]) & valid).view(b, c, n_patches)
 
 
+def kept_positions(
+    mask: torch.Tensor, keep_ratio: float, generator: torch.Generator | None = None
+) -> torch.Tensor | None:
+    """The predicted positions `(B, C, P)` whose input stays visible: each of mask's True positions with
+    probability `keep_ratio` (None when 0: the model then hides every predicted position)."""
+    if keep_ratio <= 0:
+        return None
+    draw = torch.rand(mask.shape, generator=generator, device="cpu").to(mask.device)
+    return mask & (draw < keep_ratio)
+
+
 def masked_positions(mask: torch.Tensor) -> torch.Tensor:
     """Flat indices `(M,)` of the True positions of mask `(B, C, P)`, in row-major order."""
     return mask.reshape(-1).nonzero().squeeze(1)
@@ -235,15 +246,19 @@ class BiotokFoundation(PreTrainedModel):
         mask: torch.Tensor,
         patches: torch.Tensor | None = None,
         masked_index: torch.Tensor | None = None,
+        kept: torch.Tensor | None = None,
     ) -> FoundationOutput:
-        """codes `(B, C, P, S, Q)` (targets, and input for input_kind='tokens'); mask `(B, C, P)`.
+        """codes `(B, C, P, S, Q)` (targets, and input for input_kind='tokens'); mask `(B, C, P)`: the
+        predicted positions; `kept` `(B, C, P)`: those of them whose input stays visible (`kept_positions`).
 
         `masked_index` `(M,)`: the flat indices of mask's True positions (`masked_positions(mask)`),
         when the caller built them before moving the mask to the GPU: finding them there would make
         the host wait for the GPU at every step."""
         cfg = self.config
         s, q = cfg.n_scales, cfg.n_target_levels
-        hidden = self.encode(channel_ids, modality, codes=codes, patches=patches, mask=mask)
+        hidden = self.encode(
+            channel_ids, modality, codes=codes, patches=patches, mask=mask if kept is None else mask & ~kept
+        )
         index = masked_positions(mask) if masked_index is None else masked_index.to(hidden.device)
         picked = hidden.reshape(-1, hidden.shape[-1]).index_select(0, index)
         logits = self.code_logits(picked).float()  # (M, S, Q, K): masked only

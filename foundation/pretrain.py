@@ -33,7 +33,7 @@ from data_prep.errors import ConfigError
 from data_prep.mixing import collate_windows
 
 from .config import SIZES, FoundationConfig
-from .model import BiotokFoundation, masked_positions, random_mask
+from .model import BiotokFoundation, kept_positions, masked_positions, random_mask
 from .tokens import TokenCorpus, collate_tokens, load_token_corpora
 from .tracking import JSONLinesTracker
 
@@ -73,6 +73,13 @@ class PretrainArgs:
     )
     symmetric_masking: bool = field(
         default=False, metadata={"help": "LaBraM: a second pass with the complement"}
+    )
+    keep_ratio: float = field(
+        default=0.0,
+        metadata={
+            "help": "BERT's unchanged share: the fraction of masked positions predicted from their own "
+            "visible input (held-out accuracy is scored on hidden positions only)"
+        },
     )
     out: str = field(
         default="runs/foundation",
@@ -350,6 +357,7 @@ def build_config(args: PretrainArgs, corpora: dict[str, TokenCorpus]) -> Foundat
         input_kind=args.input_kind,
         mask_ratio=args.mask_ratio,
         symmetric_masking=args.symmetric_masking,
+        keep_ratio=args.keep_ratio,
         **(json.loads(args.overrides) if args.overrides else {}),
     )
 
@@ -432,19 +440,24 @@ def _pretrain(args: PretrainArgs) -> Path:
             batch = next(stream)
             inputs = fetch(batch, accelerator.device)
             # masks and their positions are made on the host, so the step never waits for the GPU
-            mask = random_mask(
-                batch["channel_mask"],
-                inputs["codes"].shape[2],
-                config.mask_ratio,
-                mask_generator(args.seed, accelerator.process_index, step, m),
-            )
+            generator = mask_generator(args.seed, accelerator.process_index, step, m)
+            mask = random_mask(batch["channel_mask"], inputs["codes"].shape[2], config.mask_ratio, generator)
             masks = [mask, ~mask & batch["channel_mask"][:, :, None]][:passes]
             window["inputs"] += float(batch["channel_mask"].sum()) * inputs["codes"].shape[2]
-            micro.append((batch, inputs, [(k, masked_positions(k)) for k in masks]))
+            micro.append(
+                (
+                    batch,
+                    inputs,
+                    [
+                        (k, masked_positions(k), kept_positions(k, config.keep_ratio, generator))
+                        for k in masks
+                    ],
+                )
+            )
         # every masked position of the accumulation window on every rank counts once
         # a fill on the device, not a copy of a host scalar, which would wait for the GPU
         local = torch.full(
-            (), float(sum(len(index) for _, _, ms in micro for _, index in ms)), device=accelerator.device
+            (), float(sum(len(index) for _, _, ms in micro for _, index, _ in ms)), device=accelerator.device
         )
         global_masked = accelerator.reduce(local, reduction="sum")
         loss_sum, tokens = 0.0, 0
@@ -452,7 +465,7 @@ def _pretrain(args: PretrainArgs) -> Path:
             ids = raw_model.channel_ids(batch["ch_names"], batch["modality"])
             sync = m == len(micro) - 1
             with accelerator.no_sync(model) if not sync else nullcontext():
-                for mask, index in masks:
+                for mask, index, kept in masks:
                     with accelerator.autocast():
                         output = model(
                             inputs["codes"],
@@ -461,6 +474,7 @@ def _pretrain(args: PretrainArgs) -> Path:
                             mask.to(accelerator.device, non_blocking=True),
                             patches=inputs.get("patches"),
                             masked_index=index.to(accelerator.device, non_blocking=True),
+                            kept=None if kept is None else kept.to(accelerator.device, non_blocking=True),
                         )
                     # DDP averages gradients over ranks: scale back to a sum over all masked positions
                     accelerator.backward(output.loss_sum * accelerator.num_processes / global_masked)

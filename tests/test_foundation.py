@@ -11,7 +11,7 @@ from data_prep.corpus import Corpus, load_sources, prepare_corpus, split_corpora
 from data_prep.errors import BiosignalError, ConfigError
 from data_prep.prepare import resolve_sources
 from foundation.config import FoundationConfig
-from foundation.model import BiotokFoundation, masked_positions, random_mask
+from foundation.model import BiotokFoundation, kept_positions, masked_positions, random_mask
 from foundation.pretrain import PretrainArgs, pretrain
 from foundation.tokens import TokenCorpus, collate_tokens, load_token_corpora, tokenize_corpus
 from tokenizer.model import BiotokTokenizer
@@ -107,6 +107,27 @@ def test_masked_positions_given_by_the_caller_give_the_boolean_mask_loss(tokeniz
     assert int(out.n_masked) == int(mask.sum()) == 30
     torch.testing.assert_close(out.loss_sum, per_token.mean(dim=(1, 2)).sum())
     assert torch.equal(out.head_correct, (logits.argmax(-1) == targets).sum(0))
+
+
+def test_kept_positions_are_predicted_from_their_own_visible_input(tokenizer):
+    # BERT's unchanged share: a kept position counts in the loss like a hidden one, but the network reads
+    # its codes; every other position is exactly as without keeping
+    config = FoundationConfig.from_tokenizer(tokenizer.config, "tiny", n_target_levels=2, keep_ratio=0.3)
+    model = BiotokFoundation(config).eval()
+    g = torch.Generator().manual_seed(0)
+    codes = torch.randint(0, config.codebook_size, (4, 4, 8, config.n_scales, config.n_levels), generator=g)
+    names = [n.split(":", 1)[1] for n in config.channel_vocab if n.startswith("eeg:")][:4]
+    ids = model.channel_ids([names] * 4, "eeg")
+    mask = random_mask(torch.ones(4, 4, dtype=torch.bool), 8, 0.5, g)
+    kept = kept_positions(mask, config.keep_ratio, g)
+    assert not (kept & ~mask).any() and 0.15 < kept.sum() / mask.sum() < 0.45
+    assert kept_positions(mask, 0.0, g) is None
+    out = model(codes, ids, "eeg", mask, kept=kept)
+    hidden = model(codes, ids, "eeg", mask).hidden_states
+    assert int(out.n_masked) == int(mask.sum())  # kept positions are still predicted
+    reference = model.encode(ids, "eeg", codes=codes, mask=mask & ~kept)
+    torch.testing.assert_close(out.hidden_states, reference)
+    assert not torch.allclose(out.hidden_states[kept], hidden[kept])
 
 
 def test_save_load_round_trip(tmp_path, tokenizer):
@@ -315,8 +336,11 @@ def test_pretraining_can_start_from_the_tokenizers_codebooks(token_root, tokeniz
     lr = 1e-4
     for flag, close in (("", False), (str(SHIPPED), True)):
         out = tmp_path / f"run_{bool(flag)}"
-        final = pretrain(_args(token_root, out, steps=2, lr=lr, eval_every=100, code_init_tokenizer=flag))
-        model = BiotokFoundation.from_pretrained(str(final))
+        args = _args(
+            token_root, out, steps=2, lr=lr, eval_every=100, code_init_tokenizer=flag, keep_ratio=0.2
+        )
+        model = BiotokFoundation.from_pretrained(str(pretrain(args)))
+        assert model.config.keep_ratio == 0.2
         reference = BiotokFoundation(model.config)
         reference.init_code_embed_from_codebooks(tokenizer, seed=0)
         assert torch.allclose(model.code_embed.weight, reference.code_embed.weight, atol=3 * lr) is close
