@@ -179,6 +179,12 @@ def fit(
     static = args.cuda_graphs
     step_module = module
     if static and accelerator.device.type == "cuda":
+        # a new model per fold is a recompile of the same code; past dynamo's 8 per code object a
+        # process falls back to eager from its ninth fold on (issue 17's run: ~10 s per fold, then ~20 s).
+        # Dropping the last fold's graphs should cost little: a second model's whole 450-step fit took 5.9 s,
+        # recompile included, through inductor's on-disk cache (docs/results/classify_step_fit.json; not
+        # yet timed with the reset)
+        torch._dynamo.reset()
         step_module = torch.compile(module, mode="reduce-overhead")
     for _ in range(args.epochs):
         for batch_index in torch.randperm(n, generator=generator).split(args.batch_size):

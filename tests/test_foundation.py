@@ -91,14 +91,22 @@ def test_random_mask_counts_and_padding():
     assert torch.equal(mask, again)
 
 
-def test_masked_positions_given_by_the_caller_give_the_boolean_mask_loss(tokenizer):
-    config = FoundationConfig.from_tokenizer(tokenizer.config, "tiny", n_target_levels=2)
+def _random_masked_batch(config: FoundationConfig, batch: int, n_patches: int):
+    """An untrained model, random codes on 4 EEG channels, their channel ids, half the positions masked,
+    and the generator that drew them."""
     model = BiotokFoundation(config).eval()
     g = torch.Generator().manual_seed(0)
-    codes = torch.randint(0, config.codebook_size, (3, 4, 5, config.n_scales, config.n_levels), generator=g)
+    shape = (batch, 4, n_patches, config.n_scales, config.n_levels)
+    codes = torch.randint(0, config.codebook_size, shape, generator=g)
     names = [n.split(":", 1)[1] for n in config.channel_vocab if n.startswith("eeg:")][:4]
-    ids = model.channel_ids([names] * 3, "eeg")
-    mask = random_mask(torch.ones(3, 4, dtype=torch.bool), 5, 0.5, g)
+    ids = model.channel_ids([names] * batch, "eeg")
+    mask = random_mask(torch.ones(batch, 4, dtype=torch.bool), n_patches, 0.5, g)
+    return model, codes, ids, mask, g
+
+
+def test_masked_positions_given_by_the_caller_give_the_boolean_mask_loss(tokenizer):
+    config = FoundationConfig.from_tokenizer(tokenizer.config, "tiny", n_target_levels=2)
+    model, codes, ids, mask, _ = _random_masked_batch(config, batch=3, n_patches=5)
     out = model(codes, ids, "eeg", mask, masked_index=masked_positions(mask))
     # reference: the masked positions picked by boolean indexing, in its order
     logits = model.head(out.hidden_states[mask]).view(-1, config.n_scales, 2, config.codebook_size)
@@ -113,12 +121,7 @@ def test_kept_positions_are_predicted_from_their_own_visible_input(tokenizer):
     # BERT's unchanged share: a kept position counts in the loss like a hidden one, but the network reads
     # its codes; every other position is exactly as without keeping
     config = FoundationConfig.from_tokenizer(tokenizer.config, "tiny", n_target_levels=2, keep_ratio=0.3)
-    model = BiotokFoundation(config).eval()
-    g = torch.Generator().manual_seed(0)
-    codes = torch.randint(0, config.codebook_size, (4, 4, 8, config.n_scales, config.n_levels), generator=g)
-    names = [n.split(":", 1)[1] for n in config.channel_vocab if n.startswith("eeg:")][:4]
-    ids = model.channel_ids([names] * 4, "eeg")
-    mask = random_mask(torch.ones(4, 4, dtype=torch.bool), 8, 0.5, g)
+    model, codes, ids, mask, g = _random_masked_batch(config, batch=4, n_patches=8)
     kept = kept_positions(mask, config.keep_ratio, g)
     assert not (kept & ~mask).any() and 0.15 < kept.sum() / mask.sum() < 0.45
     assert kept_positions(mask, 0.0, g) is None
