@@ -125,6 +125,14 @@ class ClassifyArgs:
         metadata={"help": "learning-rate factor per block toward the input when fine-tuning (LaBraM: 0.65)"},
     )
     weight_decay: float = 0.05
+    probe_first: bool = field(
+        default=False,
+        metadata={
+            "help": "LP-FT (Kumar et al. 2022): the fine-tuned and from-scratch rows first train the pooling "
+            "and head as the linear probe does, then fine-tune everything from there, so that a new head's "
+            "first gradients do not distort the pretrained features"
+        },
+    )
     balance_classes: bool = field(
         default=False, metadata={"help": "weight the loss by inverse class frequency (for imbalanced tasks)"}
     )
@@ -133,7 +141,7 @@ class ClassifyArgs:
         default=False,
         metadata={
             "help": "on a GPU, train through torch.compile(mode='reduce-overhead'): CUDA graphs, 3.8x faster "
-            "per step in benchmarks/classify_step_profile.py (not yet measured inside fit); every batch is "
+            "per step in benchmarks/classify_step_profile.py, 3.6x per fold after a process's first; every batch is "
             "padded to --batch_size with rows of zero weight, so the losses are those of the unpadded batches"
         },
     )
@@ -415,7 +423,7 @@ def _neural(
         base, epochs.classes, inputs.modality, args.pooling, len(epochs.ch_names)
     ).to(device)
     labels = torch.from_numpy(epochs.labels[train])
-    if "linear probe" in row:
+    if "linear probe" in row or args.probe_first:
         model.foundation.requires_grad_(False).eval()
         # the frozen states computed once; the pooling (spatial filters, if any) and the head train on them
         train_inputs = inputs.for_model(model, train)
@@ -432,7 +440,8 @@ def _neural(
             readout, states, labels, [{"params": list(readout.parameters()), "lr": args.probe_lr}], args, seed
         )
         model.pool, model.head = readout.pool, readout.head
-    else:
+        model.foundation.requires_grad_(True)
+    if "linear probe" not in row:
         decay = 1.0 if row == "from scratch" else args.layer_decay
         groups = layer_decay_groups(model, args.lr, decay, args.weight_decay)
         model = fit(model, inputs.for_model(model, train), labels, groups, args, seed)

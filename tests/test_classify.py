@@ -433,29 +433,55 @@ def test_a_codes_file_that_did_not_travel_is_named_in_the_error(tmp_path):
     assert caught.value.field == "path"
 
 
-def test_from_scratch_can_start_its_code_embeddings_from_the_tokenizers_codebooks(foundations):
-    # `--scratch_code_init TOKENIZER`: the from-scratch row starts as init_code_embed_from_codebooks
-    # makes it (then trains: one step here), not at random
+def _two_subject_codes(foundations):
+    """The untrained tiny token foundation, and 8 windows of random codes on 3 channels: subject 001's
+    four, then 002's, labels alternating."""
     from data_prep.presets import get_preset
-    from finetune.classify import Inputs, _neural
+    from finetune.classify import Inputs
     from finetune.classify_data import Epochs
 
-    tokenizer = BiotokTokenizer.from_pretrained(SHIPPED)
     base = BiotokFoundation.from_pretrained(foundations / "tokens")
-    n, channels = 8, ["C3", "Cz", "C4"]
+    n = 8
     epochs = Epochs(
         data=np.zeros((n, 3, 0), np.float32),
         labels=np.arange(n) % 2,
         subjects=np.array(["001"] * 4 + ["002"] * 4),
         groups=np.array(["001"] * 4 + ["002"] * 4),
         classes=["left", "right"],
-        ch_names=channels,
+        ch_names=["C3", "Cz", "C4"],
         sfreq=200.0,
         preset=get_preset("eeg"),
     )
+    torch.manual_seed(0)
     codes = torch.randint(0, base.config.codebook_size, (n, 3, 4, base.config.n_scales, base.config.n_levels))
-    inputs = Inputs(epochs, "eeg", None, codes=codes)
+    return base, epochs, Inputs(epochs, "eeg", None, codes=codes)
+
+
+def test_probe_first_fine_tunes_from_the_trained_probe(foundations):
+    # LP-FT (`--probe_first`): with a fine-tuning learning rate of 0 the fine-tuned row is exactly the
+    # linear probe; without it, exactly its untrained head
+    from finetune.classify import _neural
+
+    base, epochs, inputs = _two_subject_codes(foundations)
     train, test = np.arange(4), np.arange(4, 8)
+    args = ClassifyArgs(epochs=3, batch_size=4, lr=0.0, probe_lr=0.05, progress=False)
+    probe, _ = _neural("foundation (linear probe)", base, inputs, epochs, train, test, args, seed=0)
+    plain, _ = _neural("foundation (fine-tuned)", base, inputs, epochs, train, test, args, seed=0)
+    args.probe_first = True
+    first, model = _neural("foundation (fine-tuned)", base, inputs, epochs, train, test, args, seed=0)
+    np.testing.assert_array_equal(first, probe)
+    assert not np.allclose(plain, probe, atol=1e-3)
+    assert all(p.requires_grad for p in model.foundation.parameters())
+
+
+def test_from_scratch_can_start_its_code_embeddings_from_the_tokenizers_codebooks(foundations):
+    # `--scratch_code_init TOKENIZER`: the from-scratch row starts as init_code_embed_from_codebooks
+    # makes it (then trains: one step here), not at random
+    from finetune.classify import _neural
+
+    tokenizer = BiotokTokenizer.from_pretrained(SHIPPED)
+    base, epochs, inputs = _two_subject_codes(foundations)
+    n, train, test = 8, np.arange(4), np.arange(4, 8)
     reference = BiotokFoundation(base.config)
     reference.init_code_embed_from_codebooks(tokenizer, seed=0)
     start = reference.code_embed.weight
