@@ -11,8 +11,9 @@
 # VARIANTS (default "names tied"; also "copy") picks the pretraining variants, INPUT_LEVELS the RVQ levels
 # read as input (default: the 2 predicted; 8 reads every level, docs/BENCHMARKS.md "Do the tokens carry
 # motor imagery?"), KEEP_RATIO BERT's unchanged share of the predicted positions (default 0), CODE_INIT a
-# tokenizer folder (the tokens') whose codebook vectors start the code embeddings of the pretrained models and of the from-scratch row (docs/BENCHMARKS.md, "Which linear view
-# of the codes carries left/right?"), GPU_A / GPU_B (default 0 / 1) the GPU of each fold group. MODE=classify: TASKS, SEEDS
+# tokenizer folder (the tokens') whose codebook vectors start the code embeddings of the pretrained models
+# and of the from-scratch row (docs/BENCHMARKS.md, "Which linear view of the codes carries left/right?"),
+# GPU_A / GPU_B (default 0 / 1) the GPU of each fold group. MODE=classify: TASKS, SEEDS
 # (default "0 1 2"), FRACTIONS of the labels (default "0.1 0.3 1"), POOLING (mean), ROWS (row groups split
 # by '|', one process each; default the three neural rows in one), GPUS ("0 1"), JOBS in flight (12),
 # TIMEOUT per process (0: none), CUDA_GRAPHS (non-empty: `--cuda_graphs`), PROBE_FIRST (non-empty:
