@@ -124,10 +124,10 @@ def main() -> None:
     inputs = {"channel_ids": channel_ids[index].cpu(), "codes": codes[index].cpu()}
     precision = "bf16" if device.type == "cuda" else "no"
     n_steps = epochs * -(-n_windows // args.batch_size)
-    for name, graphs in [("fit", False)] + [
-        ("fit_cuda_graphs", True),
-        ("fit_cuda_graphs_next_fold", True),
-    ] * (device.type == "cuda" and args.fit_cuda_graphs):
+    runs = [("fit", False)]
+    if device.type == "cuda" and args.fit_cuda_graphs:
+        runs += [("fit_cuda_graphs", True), ("fit_cuda_graphs_next_fold", True)]
+    for name, graphs in runs:
         fold_model = BiotokClassifier.from_foundation(
             foundation, ["left", "right"], "eeg", args.pooling, args.n_channels
         )

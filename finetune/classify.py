@@ -172,12 +172,14 @@ def fit(
     steps = args.epochs * per_epoch
     counts = torch.bincount(labels, minlength=int(labels.max()) + 1).float()
     # inverse class frequency, so the loss (like balanced accuracy) counts every class equally
-    weight = (counts.sum() / (len(counts) * counts.clamp(min=1))) if args.balance_classes else None
+    if args.balance_classes:
+        weight = counts.sum() / (len(counts) * counts.clamp(min=1))
+    else:
+        weight = torch.ones(len(counts))
     # one fused kernel per optimizer step on a GPU (these fine-tunings are bound by the host's launches)
     optimizer = torch.optim.AdamW(param_groups, fused=accelerator.device.type == "cuda" or None)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(max(1, steps // 10), steps))
     module, optimizer = accelerator.prepare(module, optimizer)
-    weight = torch.ones(len(counts)) if weight is None else weight
     weight = weight.to(accelerator.device)
     # a task's inputs are small: moved once, each batch gathered on the device
     inputs = {k: v.to(accelerator.device) for k, v in inputs.items()}
@@ -423,7 +425,8 @@ def _neural(
         base, epochs.classes, inputs.modality, args.pooling, len(epochs.ch_names)
     ).to(device)
     labels = torch.from_numpy(epochs.labels[train])
-    if "linear probe" in row or args.probe_first:
+    probe = "linear probe" in row
+    if probe or args.probe_first:
         model.foundation.requires_grad_(False).eval()
         # the frozen states computed once; the pooling (spatial filters, if any) and the head train on them
         train_inputs = inputs.for_model(model, train)
@@ -440,8 +443,8 @@ def _neural(
             readout, states, labels, [{"params": list(readout.parameters()), "lr": args.probe_lr}], args, seed
         )
         model.pool, model.head = readout.pool, readout.head
-        model.foundation.requires_grad_(True)
-    if "linear probe" not in row:
+    if not probe:
+        model.foundation.requires_grad_(True)  # frozen above for --probe_first's head
         decay = 1.0 if row == "from scratch" else args.layer_decay
         groups = layer_decay_groups(model, args.lr, decay, args.weight_decay)
         model = fit(model, inputs.for_model(model, train), labels, groups, args, seed)

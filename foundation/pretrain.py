@@ -444,16 +444,8 @@ def _pretrain(args: PretrainArgs) -> Path:
             mask = random_mask(batch["channel_mask"], inputs["codes"].shape[2], config.mask_ratio, generator)
             masks = [mask, ~mask & batch["channel_mask"][:, :, None]][:passes]
             window["inputs"] += float(batch["channel_mask"].sum()) * inputs["codes"].shape[2]
-            micro.append(
-                (
-                    batch,
-                    inputs,
-                    [
-                        (k, masked_positions(k), kept_positions(k, config.keep_ratio, generator))
-                        for k in masks
-                    ],
-                )
-            )
+            views = [(k, masked_positions(k), kept_positions(k, config.keep_ratio, generator)) for k in masks]
+            micro.append((batch, inputs, views))
         # every masked position of the accumulation window on every rank counts once
         # a fill on the device, not a copy of a host scalar, which would wait for the GPU
         local = torch.full(
