@@ -18,25 +18,23 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+from accelerate import Accelerator
 
 from finetune.classifier import BiotokClassifier, layer_decay_groups
-from finetune.classify import ClassifyArgs, fit
+from finetune.classify import ClassifyArgs, fit, train_step
 from foundation.config import FoundationConfig
 from foundation.model import BiotokFoundation
 from tokenizer.config import TokenizerConfig
 
 
-def make_step(model, optimizer, device):
+def make_step(model, optimizer, accelerator):
+    """`fit`'s step (`train_step`) on one fixed batch, every row weighing 1."""
+
     def step(channel_ids, codes, labels):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = model(channel_ids, codes=codes)
-        loss = F.cross_entropy(logits.float(), labels)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return loss
+        batch = {"channel_ids": channel_ids, "codes": codes}
+        return train_step(
+            accelerator, model, optimizer, batch, labels, torch.ones_like(labels, dtype=torch.float)
+        )
 
     return step
 
@@ -113,8 +111,6 @@ def main() -> None:
     channel_ids = model.foundation.channel_ids([names], "eeg").expand(args.batch_size, -1).to(device)
     labels = torch.randint(0, 2, (args.batch_size,), generator=generator).to(device)
     batch = (channel_ids, codes, labels)
-    groups = layer_decay_groups(model, 5e-4, 0.75, 0.05)
-    optimizer = torch.optim.AdamW(groups, fused=device.type == "cuda" or None)
     result = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", **vars(args)}
     # `fit` itself (Accelerate, the row's loop) on 450 windows (a motor-imagery fold's training set) for
     # --fit_epochs: what a fold pays, eager and with --cuda_graphs; the graphs are recorded again for every
@@ -142,15 +138,19 @@ def main() -> None:
         result[f"{name}_s"] = time.perf_counter() - start
         result[f"{name}_s_per_step"] = result[f"{name}_s"] / n_steps
         print(f"{name}: {result[f'{name}_s']:.1f} s for {n_steps} steps", flush=True)
-    model.train()
-    eager = make_step(model, optimizer, device)
+    # the step as `fit` builds it: its Accelerator (bf16 autocast on a GPU), fused AdamW, layer-wise groups
+    accelerator = Accelerator(mixed_precision=precision, cpu=device.type != "cuda")
+    groups = layer_decay_groups(model, 5e-4, 0.75, 0.05)
+    optimizer = torch.optim.AdamW(groups, fused=device.type == "cuda" or None)
+    model, optimizer = accelerator.prepare(model.train(), optimizer)
+    eager = make_step(model, optimizer, accelerator)
     result["eager_s_per_step"] = timed(eager, batch, args.steps, device)
     profile = profiled(eager, batch, 5, device)
     print(profile.pop("top"))
     result.update({f"eager_{k}": v for k, v in profile.items()})
     if args.compile:
         try:
-            compiled = make_step(torch.compile(model, mode=args.compile_mode), optimizer, device)
+            compiled = make_step(torch.compile(model, mode=args.compile_mode), optimizer, accelerator)
             result["compiled_s_per_step"] = timed(compiled, batch, args.steps, device)
             profile = profiled(compiled, batch, 5, device)
             print(profile.pop("top"))

@@ -1,25 +1,48 @@
 #!/usr/bin/env bash
-# Issue 17's strict run on one lent H200 through the device tool, in phases, because the tree that travels
-# is capped at 64 MiB per call and the machine is released after 30 s idle (chain the calls):
+# Issue 17's strict run on one lent GPU through the device tool, in phases, because the tree that travels
+# is capped at 64 MiB per call and the machine is released after 30 s idle (chain the calls in one batch):
 #
 #   PHASE=data        carry .whl-dev (bash ../shared/tools/device-wheels.sh .whl-dev) and .devdata/gpu
 #                     (tokens.tar.xz, codes.tar.xz from `MODE=data bash benchmarks/foundation_strict_gpu.sh`),
 #                     every model folder stashed: installs the wheels and unpacks into /tmp/w
 #   PHASE=start       pretrained_models/tokenizer-small travels (the code embeddings' start): copies the code
-#                     to /tmp/w/repo (later calls replace the tree; the queue must not see that), pretrains
-#                     both fold groups side by side (CODE_INIT; PRE_SECONDS each), then starts the classify
-#                     queue in the background: QTASKS, QPOOLING, seeds one after another, QFRACTIONS
+#                     to /tmp/w/repo (later calls replace the tree; the queues must not see that), pretrains
+#                     both fold groups side by side (CODE_INIT; PRE_SECONDS each; SHIP=1 also starts the
+#                     shipped foundation-small's pretraining beside them in the background, MODE=ship for
+#                     SHIP_STEPS, default 3000 as the fold groups), then starts the classify queue "main"
+#   PHASE=queue       starts one more classify queue, QNAME, beside the others (its own settings, below)
 #   PHASE=profile     pretrained_models/tokenizer-small travels: issue 19's classify step profile, with fit
 #                     timed eager and with --cuda_graphs on two fresh models ($OUT/classify_step_fit.json)
-#   PHASE=wait        waits for the queue (at most BUDGET s) and packs /tmp/w/out into $OUT/results.tgz
+#   PHASE=wait        waits for every queue and the ship run (at most BUDGET s) and packs /tmp/w/out into
+#                     $OUT/results.tgz, and the shipped model, once saved, into $OUT/ship.tgz.part-aa, -ab
 #
-# The thirteenth session's run (docs/BENCHMARKS.md, "Motor imagery without the confound"):
-#   PHASE=data ...; PHASE=start PRE_SECONDS=330 ...; PHASE=wait BUDGET=540 ...; PHASE=wait BUDGET=300 ...
+# A queue runs the seeds one after another (whatever finishes is whole), QROWS (default the three neural
+# rows, one process each, split by '|'), on QTASKS, QPOOLING, QFRACTIONS, with KEEP_RATIO's models and
+# CUDA_GRAPHS, PROBE_FIRST, LAYER_DECAY, LR as foundation_strict_gpu.sh reads them; it writes
+# /tmp/w/out/classify-QNAME.
+#
+# The fifteenth session's run (docs/BENCHMARKS.md, "LP-FT"): PHASE=data; PHASE=start KEEP_RATIO=0.15 SHIP=1
+#   PROBE_FIRST=1 CUDA_GRAPHS=1 QFRACTIONS="1 0.1"; PHASE=queue QNAME=ld03 LAYER_DECAY=0.3 ...; PHASE=wait.
 set -uo pipefail
-W=/tmp/w
+W=${W:-/tmp/w}  # a local dry run may point it elsewhere
 mkdir -p $W
 [ -d /tmp/site ] || python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl-dev/*.whl
 export PYTHONUNBUFFERED=1
+start_queue() {  # NAME: the seeds one after another in the background, under setsid so it outlives the call
+    cat > $W/queue-$1.sh <<Q
+cd $W/repo
+for seed in 0 1 2; do
+    TASKS="${QTASKS:-eegbci_mi_mu_nofrontal}" POOLING=${QPOOLING:-spatial_power} SEEDS=\$seed \
+        FRACTIONS="${QFRACTIONS:-1}" GPUS=0 JOBS=3 MODE=classify \
+        ROWS="${QROWS:-foundation (linear probe)|foundation (fine-tuned)|from scratch}" \
+        bash benchmarks/foundation_strict_gpu.sh $W/codes $W/models $W/out/classify-$1
+    date > $W/out/$1-seed\$seed.done
+done
+touch $W/out/$1.done
+Q
+    touch $W/out/$1.started
+    nohup setsid bash $W/queue-$1.sh > $W/out/queue-$1.log 2>&1 < /dev/null &
+}
 case ${PHASE} in
 data)
     tar -xJf .devdata/gpu/tokens.tar.xz -C $W && tar -xJf .devdata/gpu/codes.tar.xz -C $W
@@ -27,27 +50,25 @@ data)
     nvidia-smi --query-gpu=name,memory.used --format=csv
     ;;
 start)
-    rm -rf $W/repo && mkdir -p $W/repo/pretrained_models
+    rm -rf $W/repo && mkdir -p $W/repo/pretrained_models $W/out
     cp -r benchmarks biotok core data_prep finetune foundation tokenizer pyproject.toml $W/repo/
     cp -r pretrained_models/tokenizer-small $W/repo/pretrained_models/
     cd $W/repo
     export PYTHONPATH=/tmp/site:$W/repo CODE_INIT=$W/repo/pretrained_models/tokenizer-small
+    if [ -n "${SHIP:-}" ]; then  # the shipped model's recipe (docs/FOUNDATION.md), beside the fold groups
+        touch $W/out/ship.started
+        nohup setsid bash -c "MODE=ship STEPS=${SHIP_STEPS:-3000} bash benchmarks/foundation_strict_gpu.sh \
+            $W/tokens $W/models $W/out/ship; touch $W/out/ship.done" > $W/out/ship.log 2>&1 < /dev/null &
+    fi
     MODE=pretrain VARIANTS=tied GPU_A=0 GPU_B=0 MAX_SECONDS=${PRE_SECONDS:-330} \
         bash benchmarks/foundation_strict_gpu.sh $W/tokens $W/models $W/out/pretrain
     ls $W/models/tied/*
-    # seed by seed, so that whatever finishes is whole; the three rows as three processes
-    cat > $W/queue.sh <<Q
-cd $W/repo
-for seed in 0 1 2; do
-    TASKS="${QTASKS:-eegbci_mi_mu_nofrontal}" POOLING=${QPOOLING:-spatial_power} SEEDS=\$seed \
-        FRACTIONS="${QFRACTIONS:-1}" GPUS=0 JOBS=3 MODE=classify \
-        ROWS="foundation (linear probe)|foundation (fine-tuned)|from scratch" \
-        bash benchmarks/foundation_strict_gpu.sh $W/codes $W/models $W/out/classify
-    date > $W/out/seed\$seed.done
-done
-touch $W/out/queue.done
-Q
-    nohup setsid bash $W/queue.sh > $W/out/queue.log 2>&1 < /dev/null &
+    start_queue main
+    ;;
+queue)
+    cd $W/repo
+    export PYTHONPATH=/tmp/site:$W/repo CODE_INIT=$W/repo/pretrained_models/tokenizer-small
+    start_queue "$QNAME"
     ;;
 profile)
     PYTHONPATH=/tmp/site:$PWD python benchmarks/classify_step_profile.py --fit_epochs 30 --fit_cuda_graphs \
@@ -55,13 +76,24 @@ profile)
     ;;
 wait)
     end=$((SECONDS + ${BUDGET:-500}))
-    while [ ! -e $W/out/queue.done ] && [ $SECONDS -lt $end ]; do sleep 10; done
+    busy() {  # a queue or the ship run started and not done
+        for started in $W/out/*.started; do
+            [ ! -e "$started" ] || [ -e "${started%.started}.done" ] || return 0
+        done
+        return 1
+    }
+    while busy && [ $SECONDS -lt $end ]; do sleep 10; done
     ls $W/out
-    tail -5 $W/out/queue.log
+    tail -n 3 $W/out/*.log
     tar -czf "$OUT/results.tgz" -C $W out
+    # 30 MB of weights against 16 MiB a returned file
+    if [ -e $W/models/ship/final/model.safetensors ]; then
+        tar -czf - -C $W/models/ship final | split -b 15M - "$OUT/ship.tgz.part-"
+    fi
+    ls -la "$OUT"
     ;;
 *)
-    echo "PHASE must be data, profile, start or wait" >&2
+    echo "PHASE must be data, profile, start, queue or wait" >&2
     exit 2
     ;;
 esac

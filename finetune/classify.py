@@ -203,20 +203,34 @@ def fit(
                 batch_index = torch.cat([batch_index, batch_index[:1].expand(args.batch_size - n_real)])
             batch_index = batch_index.to(accelerator.device)
             batch = {k: v[batch_index] for k, v in inputs.items()}
-            with accelerator.autocast():
-                logits = step_module(**batch)
             target = labels[batch_index]
-            # cross-entropy's weighted mean (as F.cross_entropy with `weight`), over the real rows only
             row_weight = weight[target]
-            row_weight[n_real:] = 0
-            per_row = F.cross_entropy(logits.float(), target, reduction="none")
-            loss = (per_row * row_weight).sum() / row_weight.sum()
-            accelerator.backward(loss)
-            accelerator.clip_grad_norm_(module.parameters(), 1.0)
-            optimizer.step()
+            row_weight[n_real:] = 0  # the padding weighs nothing
+            train_step(accelerator, step_module, optimizer, batch, target, row_weight)
             scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
     return accelerator.unwrap_model(module).eval()
+
+
+def train_step(
+    accelerator: Accelerator,
+    module: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: dict[str, torch.Tensor],
+    target: torch.Tensor,
+    row_weight: torch.Tensor,
+) -> torch.Tensor:
+    """One step of `fit` (and of benchmarks/classify_step_profile.py): the weighted mean of the rows'
+    cross-entropy (as F.cross_entropy with `weight`; a row of weight 0 counts nothing), its gradients
+    clipped to norm 1, one optimizer step. `module(**batch) -> logits (batch, classes)`."""
+    with accelerator.autocast():
+        logits = module(**batch)
+    per_row = F.cross_entropy(logits.float(), target, reduction="none")
+    loss = (per_row * row_weight).sum() / row_weight.sum()
+    accelerator.backward(loss)
+    accelerator.clip_grad_norm_(module.parameters(), 1.0)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.detach()
 
 
 @torch.no_grad()
