@@ -18,7 +18,7 @@
 #
 # A queue runs the seeds one after another (whatever finishes is whole), QROWS (default the three neural
 # rows, one process each, split by '|'), on QTASKS, QPOOLING, QFRACTIONS, with KEEP_RATIO's models and
-# CUDA_GRAPHS, PROBE_FIRST, LAYER_DECAY, LR as foundation_strict_gpu.sh reads them; it writes
+# CUDA_GRAPHS, PROBE_FIRST, LAYER_DECAY, LR, TRAIN_BLOCKS as foundation_strict_gpu.sh reads them; it writes
 # /tmp/w/out/classify-QNAME.
 #
 # The fifteenth session's run (docs/BENCHMARKS.md, "LP-FT"): PHASE=data; PHASE=start KEEP_RATIO=0.15 SHIP=1
@@ -86,9 +86,10 @@ wait)
     ls $W/out
     tail -n 3 $W/out/*.log
     tar -czf "$OUT/results.tgz" -C $W out
+    # the shipped model's whole run (final/, pretrain_args.json, log.jsonl, eval.jsonl; not its checkpoints):
     # 30 MB of weights against 16 MiB a returned file
     if [ -e $W/models/ship/final/model.safetensors ]; then
-        tar -czf - -C $W/models/ship final | split -b 15M - "$OUT/ship.tgz.part-"
+        tar -czf - -C $W/models --exclude=checkpoints ship | split -b 15M - "$OUT/ship.tgz.part-"
     fi
     ls -la "$OUT"
     ;;

@@ -38,7 +38,7 @@ from data_prep.presets import get_preset, patchify
 from foundation.model import BiotokFoundation
 from tokenizer.model import BiotokTokenizer
 
-from .classifier import BiotokClassifier, Readout, layer_decay_groups
+from .classifier import BiotokClassifier, Readout, block_depth, layer_decay_groups
 from .classify_data import ClassifyTask, Epochs, group_folds, load_epochs
 from .metrics import confusion_matrix, scores
 
@@ -125,6 +125,14 @@ class ClassifyArgs:
         metadata={"help": "learning-rate factor per block toward the input when fine-tuning (LaBraM: 0.65)"},
     )
     weight_decay: float = 0.05
+    train_blocks: int = field(
+        default=-1,
+        metadata={
+            "help": "the fine-tuned row trains only the last N transformer blocks (with the final norm, "
+            "pooling and head), the embeddings and lower blocks frozen as pretrained; -1: every block. "
+            "The from-scratch row always trains everything"
+        },
+    )
     probe_first: bool = field(
         default=False,
         metadata={
@@ -439,6 +447,8 @@ def _neural(
         base, epochs.classes, inputs.modality, args.pooling, len(epochs.ch_names)
     ).to(device)
     labels = torch.from_numpy(epochs.labels[train])
+    # what the config lets train (a `frozen_code_embed` foundation keeps its code embeddings frozen)
+    trainable = [param for param in model.parameters() if param.requires_grad]
     probe = "linear probe" in row
     if probe or args.probe_first:
         model.foundation.requires_grad_(False).eval()
@@ -458,7 +468,13 @@ def _neural(
         )
         model.pool, model.head = readout.pool, readout.head
     if not probe:
-        model.foundation.requires_grad_(True)  # frozen above for --probe_first's head
+        for param in trainable:  # the foundation was frozen above for --probe_first's head
+            param.requires_grad_(True)
+        if row != "from scratch" and args.train_blocks >= 0:
+            n_layers = model.foundation.config.n_layers
+            for name, param in model.named_parameters():
+                if block_depth(name, n_layers) <= n_layers - args.train_blocks:
+                    param.requires_grad_(False)
         decay = 1.0 if row == "from scratch" else args.layer_decay
         groups = layer_decay_groups(model, args.lr, decay, args.weight_decay)
         model = fit(model, inputs.for_model(model, train), labels, groups, args, seed)

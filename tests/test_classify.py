@@ -491,3 +491,47 @@ def test_from_scratch_can_start_its_code_embeddings_from_the_tokenizers_codebook
         trained = model.foundation.code_embed.weight.detach().cpu()
         # one AdamW step moves a weight by at most ~lr; the random start is ~0.02 away everywhere
         assert torch.allclose(trained, start, atol=2 * args.lr) is close
+
+
+def test_train_blocks_fine_tunes_only_the_top_of_the_pretrained_network(foundations):
+    # `--train_blocks 1`: the last block, final norm, pooling and head move; the embeddings and every lower
+    # block stay exactly as pretrained. The from-scratch row ignores it and trains everything.
+    from finetune.classify import _neural
+
+    base, epochs, inputs = _two_subject_codes(foundations)
+    train, test = np.arange(4), np.arange(4, 8)
+    args = ClassifyArgs(epochs=2, batch_size=4, lr=1e-2, train_blocks=1, progress=False)
+    _, model = _neural("foundation (fine-tuned)", base, inputs, epochs, train, test, args, seed=0)
+    last = base.config.n_layers - 1
+    before = dict(base.named_parameters())
+    for name, param in model.foundation.named_parameters():
+        moved = not torch.equal(param.detach().cpu(), before[name].detach().cpu())
+        if name.startswith(f"encoder.blocks.{last}."):
+            assert moved or not name.endswith("weight"), name  # a bias may start and stay at 0
+        elif name.startswith(("encoder.blocks.", "code_embed", "channel_embed")):
+            assert not moved, name
+    _, scratch = _neural("from scratch", base, inputs, epochs, train, test, args, seed=0)
+    assert all(p.requires_grad for p in scratch.foundation.parameters())
+
+
+def test_fine_tuning_keeps_frozen_code_embeddings_frozen(foundations):
+    # a `frozen_code_embed` foundation's code embeddings stay as they are through --probe_first's freeze
+    # and the fine-tuning after it; everything else trains
+    import copy
+
+    from finetune.classify import _neural
+
+    base, epochs, inputs = _two_subject_codes(foundations)
+    config = copy.deepcopy(base.config)
+    config.frozen_code_embed = True
+    frozen = BiotokFoundation(config)
+    frozen.load_state_dict(base.state_dict())
+    args = ClassifyArgs(epochs=2, batch_size=4, lr=1e-2, probe_first=True, progress=False)
+    _, model = _neural(
+        "foundation (fine-tuned)", frozen, inputs, epochs, np.arange(4), np.arange(4, 8), args, 0
+    )
+    assert torch.equal(model.foundation.code_embed.weight.detach().cpu(), frozen.code_embed.weight)
+    assert not model.foundation.code_embed.weight.requires_grad
+    assert all(
+        p.requires_grad for n, p in model.foundation.named_parameters() if not n.startswith("code_embed")
+    )
