@@ -21,6 +21,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -226,17 +227,22 @@ def train_step(
     batch: dict[str, torch.Tensor],
     target: torch.Tensor,
     row_weight: torch.Tensor,
+    update: Callable[[], None] | None = None,
 ) -> torch.Tensor:
     """One step of `fit` (and of benchmarks/classify_step_profile.py): the weighted mean of the rows'
     cross-entropy (as F.cross_entropy with `weight`; a row of weight 0 counts nothing), its gradients
-    clipped to norm 1, one optimizer step. `module(**batch) -> logits (batch, classes)`."""
+    clipped to norm 1, one optimizer step. `module(**batch) -> logits (batch, classes)`. `update`, if
+    given, does the clipping and the optimizer step instead (the profile times a compiled one)."""
     with accelerator.autocast():
         logits = module(**batch)
     per_row = F.cross_entropy(logits.float(), target, reduction="none")
     loss = (per_row * row_weight).sum() / row_weight.sum()
     accelerator.backward(loss)
-    accelerator.clip_grad_norm_(module.parameters(), 1.0)
-    optimizer.step()
+    if update is None:
+        accelerator.clip_grad_norm_(module.parameters(), 1.0)
+        optimizer.step()
+    else:
+        update()
     optimizer.zero_grad(set_to_none=True)
     return loss.detach()
 
