@@ -41,7 +41,7 @@ from tokenizer.model import BiotokTokenizer
 
 from .classifier import BiotokClassifier, Readout, block_depth, layer_decay_groups
 from .classify_data import ClassifyTask, Epochs, group_folds, load_epochs
-from .metrics import confusion_matrix, scores
+from .metrics import balanced_accuracy, confusion_matrix, scores
 
 ROWS = (
     "foundation (linear probe)",
@@ -126,6 +126,15 @@ class ClassifyArgs:
         metadata={"help": "learning-rate factor per block toward the input when fine-tuning (LaBraM: 0.65)"},
     )
     weight_decay: float = 0.05
+    val_subjects: int = field(
+        default=0,
+        metadata={
+            "help": "hold this many of each fold's training subjects out as validation (drawn with the seed; "
+            "the same for every neural row): each neural fit keeps the epoch of best validation balanced "
+            "accuracy (early stopping, as LaBraM selects its models). 0: every training subject trains "
+            "for --epochs"
+        },
+    )
     train_blocks: int = field(
         default=-1,
         metadata={
@@ -172,8 +181,10 @@ def fit(
     param_groups: list[dict],
     args: ClassifyArgs,
     seed: int,
+    val: tuple[dict[str, torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.nn.Module:
-    """Train `module(**batch) -> logits` with cross-entropy: AdamW, warmup + cosine, clipping (Accelerate)."""
+    """Train `module(**batch) -> logits` with cross-entropy: AdamW, warmup + cosine, clipping (Accelerate).
+    With `val` (inputs, labels), the weights of the epoch of best validation balanced accuracy are kept."""
     accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=not torch.cuda.is_available())
     generator = torch.Generator().manual_seed(seed)
     n = len(labels)
@@ -200,11 +211,11 @@ def fit(
     if static and accelerator.device.type == "cuda":
         # a new model per fold is a recompile of the same code; past dynamo's 8 per code object a
         # process falls back to eager from its ninth fold on (issue 17's run: ~10 s per fold, then ~20 s).
-        # Dropping the last fold's graphs should cost little: a second model's whole 450-step fit took 5.9 s,
-        # recompile included, through inductor's on-disk cache (docs/results/classify_step_fit.json; not
-        # yet timed with the reset)
+        # Dropping the last fold's graphs costs little: with the reset, folds 9-11 took 13.0 s against 14.2 s
+        # for folds 2-8 (docs/BENCHMARKS.md, "--cuda_graphs inside fit")
         torch._dynamo.reset()
         step_module = torch.compile(module, mode="reduce-overhead")
+    best = (-1.0, None)  # (validation balanced accuracy, weights on the CPU)
     for _ in range(args.epochs):
         for batch_index in torch.randperm(n, generator=generator).split(args.batch_size):
             n_real = len(batch_index)
@@ -217,6 +228,16 @@ def fit(
             row_weight[n_real:] = 0  # the padding weighs nothing
             train_step(accelerator, step_module, optimizer, batch, target, row_weight)
             scheduler.step()
+        if val is not None:
+            # the uncompiled module, so that eval mode does not record graphs of its own
+            probabilities = predict(module.eval(), val[0])
+            module.train()
+            score = balanced_accuracy(val[1].numpy(), probabilities.argmax(axis=1), probabilities.shape[1])
+            if score > best[0]:  # the first best epoch on a tie
+                state = accelerator.unwrap_model(module).state_dict()
+                best = (score, {k: v.detach().to("cpu", copy=True) for k, v in state.items()})
+    if best[1] is not None:
+        accelerator.unwrap_model(module).load_state_dict(best[1])
     return accelerator.unwrap_model(module).eval()
 
 
@@ -452,26 +473,32 @@ def _neural(
     model = BiotokClassifier.from_foundation(
         base, epochs.classes, inputs.modality, args.pooling, len(epochs.ch_names)
     ).to(device)
+    train, val = validation_split(train, epochs, args.val_subjects, seed)
     labels = torch.from_numpy(epochs.labels[train])
+    val_labels = torch.from_numpy(epochs.labels[val])
     # what the config lets train (a `frozen_code_embed` foundation keeps its code embeddings frozen)
     trainable = [param for param in model.parameters() if param.requires_grad]
     probe = "linear probe" in row
     if probe or args.probe_first:
         model.foundation.requires_grad_(False).eval()
-        # the frozen states computed once; the pooling (spatial filters, if any) and the head train on them
-        train_inputs = inputs.for_model(model, train)
-        states = {
-            "hidden": in_batches(
-                lambda **batch: model.foundation.encode(modality=model.config.modality, **batch),
-                model.device,
-                train_inputs,
-            ),
-            "channel_ids": train_inputs["channel_ids"],
-        }
+
+        def frozen_states(index: np.ndarray) -> dict[str, torch.Tensor]:
+            """The frozen states, computed once; the pooling (spatial filters, if any) and the head train
+            on them."""
+            model_inputs = inputs.for_model(model, index)
+
+            def encode(**batch):
+                return model.foundation.encode(modality=model.config.modality, **batch)
+
+            return {
+                "hidden": in_batches(encode, model.device, model_inputs),
+                "channel_ids": model_inputs["channel_ids"],
+            }
+
         readout = Readout(model.pool, model.head)
-        readout = fit(
-            readout, states, labels, [{"params": list(readout.parameters()), "lr": args.probe_lr}], args, seed
-        )
+        groups = [{"params": list(readout.parameters()), "lr": args.probe_lr}]
+        val_states = (frozen_states(val), val_labels) if len(val) else None
+        readout = fit(readout, frozen_states(train), labels, groups, args, seed, val_states)
         model.pool, model.head = readout.pool, readout.head
     if not probe:
         for param in trainable:  # the foundation was frozen above for --probe_first's head
@@ -483,7 +510,8 @@ def _neural(
                     param.requires_grad_(False)
         decay = 1.0 if row == "from scratch" else args.layer_decay
         groups = layer_decay_groups(model, args.lr, decay, args.weight_decay)
-        model = fit(model, inputs.for_model(model, train), labels, groups, args, seed)
+        val_inputs = (inputs.for_model(model, val), val_labels) if len(val) else None
+        model = fit(model, inputs.for_model(model, train), labels, groups, args, seed, val_inputs)
     return predict(model, inputs.for_model(model, test)), model
 
 
@@ -529,6 +557,23 @@ def band_power(data: np.ndarray, sfreq: float, modality: str) -> np.ndarray:
     bands = [(lo, min(hi, sfreq / 2)) for lo, hi in BANDS[modality]]
     feats = [np.log(power[..., (freqs >= lo) & (freqs < hi)].mean(axis=-1) + 1e-12) for lo, hi in bands]
     return np.stack(feats, axis=-1).reshape(len(data), -1)
+
+
+def validation_split(
+    train: np.ndarray, epochs: Epochs, n_subjects: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """`n_subjects` of the training subjects, drawn with `seed`, as validation: (train, val) indices.
+    With 0, (train, empty)."""
+    if n_subjects <= 0:
+        return train, train[:0]
+    subjects = sorted(set(epochs.subjects[train].tolist()))
+    if n_subjects >= len(subjects):
+        raise ConfigError(
+            "val_subjects", f"{n_subjects} of {len(subjects)} training subjects would leave none to train on"
+        )
+    held = np.random.default_rng(seed).choice(subjects, n_subjects, replace=False)
+    is_val = np.isin(epochs.subjects[train], held)
+    return train[~is_val], train[is_val]
 
 
 def label_subset(train: np.ndarray, epochs: Epochs, fraction: float, seed: int) -> np.ndarray:

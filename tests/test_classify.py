@@ -3,6 +3,7 @@ block, save/load, and a tiny end-to-end comparison on the shared EEGBCI recordin
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -535,3 +536,75 @@ def test_fine_tuning_keeps_frozen_code_embeddings_frozen(foundations):
     assert all(
         p.requires_grad for n, p in model.foundation.named_parameters() if not n.startswith("code_embed")
     )
+
+
+def _flipping_linear() -> tuple[torch.nn.Module, dict, torch.Tensor, tuple]:
+    """A 2-class linear model that starts on the validation rule (class 1 when x0 < 0) and is trained on
+    the opposite rule: validation accuracy is best early and falls as training goes on."""
+
+    class Linear(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = torch.nn.Linear(2, 2, bias=False)
+            with torch.no_grad():
+                self.proj.weight.copy_(torch.tensor([[1.0, 0.0], [-1.0, 0.0]]))
+
+        def forward(self, x):
+            return self.proj(x)
+
+    x = torch.randn(32, 2, generator=torch.Generator().manual_seed(0))
+    labels = (x[:, 0] > 0).long()
+    return Linear(), {"x": x}, labels, ({"x": x}, 1 - labels)
+
+
+def test_validation_subjects_keep_the_epoch_of_best_validation_accuracy():
+    # early stopping (`--val_subjects`): fit keeps the weights of the best validation epoch, not the last
+    from finetune.classify import fit
+    from finetune.metrics import balanced_accuracy
+
+    args = ClassifyArgs(epochs=10, batch_size=8, progress=False)
+    scores = {}
+    for use_val in (False, True):
+        model, inputs, labels, val = _flipping_linear()
+        groups = [{"params": list(model.parameters()), "lr": 0.2, "weight_decay": 0.0}]
+        model = fit(model, inputs, labels, groups, args, seed=0, val=val if use_val else None)
+        with torch.no_grad():
+            predictions = model(**val[0]).argmax(dim=1).numpy()
+        scores[use_val] = balanced_accuracy(val[1].numpy(), predictions, 2)
+    assert scores[False] < 0.2  # the last epoch learnt the training rule
+    assert scores[True] > scores[False] + 0.5  # the kept epoch still held most of the validation rule
+
+
+def test_validation_split_holds_whole_subjects_out_the_same_way_for_a_seed():
+    from finetune.classify import validation_split
+
+    epochs = SimpleNamespace(subjects=np.repeat(np.array(["s1", "s2", "s3", "s4"]), 5))
+    train = np.arange(20)
+    fit_a, val_a = validation_split(train, epochs, 1, seed=3)
+    fit_b, val_b = validation_split(train, epochs, 1, seed=3)
+    np.testing.assert_array_equal(val_a, val_b)
+    assert len(set(epochs.subjects[val_a])) == 1 and not set(epochs.subjects[val_a]) & set(
+        epochs.subjects[fit_a]
+    )
+    assert sorted(np.concatenate([fit_a, val_a]).tolist()) == train.tolist()
+    assert len(validation_split(train, epochs, 0, seed=3)[1]) == 0
+    with pytest.raises(ConfigError, match="val_subjects"):
+        validation_split(train, epochs, 4, seed=3)
+
+
+def test_every_neural_row_validates_on_the_same_held_out_subject(foundations):
+    # `--val_subjects 1`: the probe and --probe_first's head are chosen on the same validation subject, so
+    # at a fine-tuning lr of 0 the fine-tuned row is still exactly the probe; training on both subjects
+    # without validation gives another probe
+    from finetune.classify import _neural
+
+    base, epochs, inputs = _two_subject_codes(foundations)
+    train, test = np.arange(8), np.arange(8)
+    args = ClassifyArgs(epochs=3, batch_size=4, lr=0.0, probe_lr=0.05, val_subjects=1, progress=False)
+    probe, _ = _neural("foundation (linear probe)", base, inputs, epochs, train, test, args, seed=0)
+    args.probe_first = True
+    first, _ = _neural("foundation (fine-tuned)", base, inputs, epochs, train, test, args, seed=0)
+    np.testing.assert_array_equal(first, probe)
+    args.val_subjects = 0
+    everyone, _ = _neural("foundation (linear probe)", base, inputs, epochs, train, test, args, seed=0)
+    assert not np.allclose(everyone, probe, atol=1e-4)
