@@ -164,8 +164,9 @@ def main() -> None:
     print(profile.pop("top"))
     result.update({f"eager_{k}": v for k, v in profile.items()})
     if args.compile:
+        compiled_model = torch.compile(model, mode=args.compile_mode)  # one wrapper for both variants
         try:
-            compiled = make_step(torch.compile(model, mode=args.compile_mode), optimizer, accelerator)
+            compiled = make_step(compiled_model, optimizer, accelerator)
             result["compiled_s_per_step"] = timed(compiled, batch, args.steps, device)
             profile = profiled(compiled, batch, 5, device)
             print(profile.pop("top"))
@@ -174,7 +175,7 @@ def main() -> None:
             result["compiled_error"] = f"{type(error).__name__}: {error}"[:500]
         try:  # the update (clipping + every group's AdamW step) compiled as well
             update = compiled_update(model, optimizer, args.compile_mode)
-            both = make_step(torch.compile(model, mode=args.compile_mode), optimizer, accelerator, update)
+            both = make_step(compiled_model, optimizer, accelerator, update)
             result["compiled_update_s_per_step"] = timed(both, batch, args.steps, device)
             profile = profiled(both, batch, 5, device)
             print(profile.pop("top"))

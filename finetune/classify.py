@@ -482,14 +482,12 @@ def _neural(
     if probe or args.probe_first:
         model.foundation.requires_grad_(False).eval()
 
+        encode = functools.partial(model.foundation.encode, modality=model.config.modality)
+
         def frozen_states(index: np.ndarray) -> dict[str, torch.Tensor]:
             """The frozen states, computed once; the pooling (spatial filters, if any) and the head train
             on them."""
             model_inputs = inputs.for_model(model, index)
-
-            def encode(**batch):
-                return model.foundation.encode(modality=model.config.modality, **batch)
-
             return {
                 "hidden": in_batches(encode, model.device, model_inputs),
                 "channel_ids": model_inputs["channel_ids"],

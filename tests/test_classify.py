@@ -559,7 +559,6 @@ def _flipping_linear() -> tuple[torch.nn.Module, dict, torch.Tensor, tuple]:
 
 def test_validation_subjects_keep_the_epoch_of_best_validation_accuracy():
     # early stopping (`--val_subjects`): fit keeps the weights of the best validation epoch, not the last
-    from finetune.classify import fit
     from finetune.metrics import balanced_accuracy
 
     args = ClassifyArgs(epochs=10, batch_size=8, progress=False)
