@@ -16,10 +16,10 @@
 #   PHASE=wait        waits for every queue and the ship run (at most BUDGET s) and packs /tmp/w/out into
 #                     $OUT/results.tgz, and the shipped model, once saved, into $OUT/ship.tgz.part-aa, -ab
 #
-# A queue runs the seeds one after another (whatever finishes is whole), QROWS (default the three neural
-# rows, one process each, split by '|'), on QTASKS, QPOOLING, QFRACTIONS, with KEEP_RATIO's models and
-# CUDA_GRAPHS, PROBE_FIRST, LAYER_DECAY, LR, TRAIN_BLOCKS, VAL_SUBJECTS as foundation_strict_gpu.sh reads
-# them; it writes /tmp/w/out/classify-QNAME.
+# A queue runs QSEEDS (default "0 1 2") one after another (whatever finishes is whole; queues of one seed
+# each run the seeds side by side), QROWS (default the three neural rows, one process each, split by '|'), on
+# QTASKS, QPOOLING, QFRACTIONS, with KEEP_RATIO's models and CUDA_GRAPHS, PROBE_FIRST, LAYER_DECAY, LR,
+# TRAIN_BLOCKS, VAL_SUBJECTS as foundation_strict_gpu.sh reads them; it writes /tmp/w/out/classify-QNAME.
 #
 # The fifteenth session's run (docs/BENCHMARKS.md, "LP-FT"): PHASE=data; PHASE=start KEEP_RATIO=0.15 SHIP=1
 #   PROBE_FIRST=1 CUDA_GRAPHS=1 QFRACTIONS="1 0.1"; PHASE=queue QNAME=ld03 LAYER_DECAY=0.3 ...; PHASE=wait.
@@ -28,10 +28,12 @@ W=${W:-/tmp/w}  # a local dry run may point it elsewhere
 mkdir -p $W
 [ -d /tmp/site ] || python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl-dev/*.whl
 export PYTHONUNBUFFERED=1
+# the copied code, and the tokenizer whose codebooks start the code embeddings (phases start and queue)
+export PYTHONPATH=/tmp/site:$W/repo CODE_INIT=$W/repo/pretrained_models/tokenizer-small
 start_queue() {  # NAME: the seeds one after another in the background, under setsid so it outlives the call
     cat > $W/queue-$1.sh <<Q
 cd $W/repo
-for seed in 0 1 2; do
+for seed in ${QSEEDS:-0 1 2}; do
     TASKS="${QTASKS:-eegbci_mi_mu_nofrontal}" POOLING=${QPOOLING:-spatial_power} SEEDS=\$seed \
         FRACTIONS="${QFRACTIONS:-1}" GPUS=0 JOBS=3 MODE=classify \
         ROWS="${QROWS:-foundation (linear probe)|foundation (fine-tuned)|from scratch}" \
@@ -54,7 +56,6 @@ start)
     cp -r benchmarks biotok core data_prep finetune foundation tokenizer pyproject.toml $W/repo/
     cp -r pretrained_models/tokenizer-small $W/repo/pretrained_models/
     cd $W/repo
-    export PYTHONPATH=/tmp/site:$W/repo CODE_INIT=$W/repo/pretrained_models/tokenizer-small
     if [ -n "${SHIP:-}" ]; then  # the shipped model's recipe (docs/FOUNDATION.md), beside the fold groups
         touch $W/out/ship.started
         nohup setsid bash -c "MODE=ship STEPS=${SHIP_STEPS:-3000} bash benchmarks/foundation_strict_gpu.sh \
@@ -67,7 +68,6 @@ start)
     ;;
 queue)
     cd $W/repo
-    export PYTHONPATH=/tmp/site:$W/repo CODE_INIT=$W/repo/pretrained_models/tokenizer-small
     start_queue "$QNAME"
     ;;
 profile)
