@@ -13,8 +13,8 @@ direction is *systematically reversed* on unseen subjects.
 Three parts, on a CPU (scikit-learn logistic regression, L2 strength C; larger C fits more freely):
 
 1. synthetic subjects whose class direction is each their own (none shared), SEEDS draws: does
-   subject-specific structure alone push leave-subject-out below 0.5? (The leave-one-out "anti-learning" of
-   class means would.)
+   subject-specific structure alone push leave-subject-out below 0.5, as leave-one-out's "anti-learning" of
+   class means does to single trials? (Measured: by at most 1 point.)
 2. the real task (`eegbci_mi_mu_nofrontal`, 11 EEGBCI subjects), log band power per channel;
 3. the same windows' tokenizer codes (`--codes_file`, made by `biotok finetune classify --codes_file`), as a
    bag of codes: counts of each code per scale and read level over channels and patches, log1p.
@@ -107,6 +107,8 @@ def bag_of_codes(codes: np.ndarray, levels: int = 2) -> np.ndarray:
 
 
 def against_null(name: str, x: np.ndarray, y: np.ndarray, s: np.ndarray, args, strengths) -> list[dict]:
+    """One row per C: features `x (n, f)`, labels `y (n,)`, subjects `s (n,)` scored with the true labels,
+    against args.flips per-subject-flip draws (the same draws for every C), and within each subject."""
     rng = np.random.default_rng(0)
     draws = [flipped(y, s, rng) for _ in range(args.flips)]
     rows = []
