@@ -33,29 +33,21 @@ import json
 from pathlib import Path
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
+from mi_linear_readouts import logistic, readout
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from finetune.classify import band_power, load_codes
 from finetune.classify_data import ClassifyTask, group_folds, load_epochs
 from finetune.metrics import balanced_accuracy
 
-
-def classifier(c: float):
-    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000))
+MAX_ITER = 5000  # lbfgs iterations: the 5,614 bag-of-codes columns need more than the readouts' 3,000
 
 
 def leave_subject_out(
     features: np.ndarray, labels: np.ndarray, subjects: np.ndarray, c: float
 ) -> list[float]:
     """Balanced accuracy of every leave-one-subject-out fold (issue 17's tables average them)."""
-    scores = []
-    for train, test in group_folds(subjects):
-        predicted = classifier(c).fit(features[train], labels[train]).predict(features[test])
-        scores.append(balanced_accuracy(labels[test], predicted, 2))
-    return scores
+    return readout(features, labels, group_folds(subjects), c, MAX_ITER)["folds"]
 
 
 def within_subject(features: np.ndarray, labels: np.ndarray, subjects: np.ndarray, c: float) -> float:
@@ -64,7 +56,7 @@ def within_subject(features: np.ndarray, labels: np.ndarray, subjects: np.ndarra
     for subject in np.unique(subjects):
         mine = subjects == subject
         folds = StratifiedKFold(5, shuffle=True, random_state=0)
-        predicted = cross_val_predict(classifier(c), features[mine], labels[mine], cv=folds)
+        predicted = cross_val_predict(logistic(c, max_iter=MAX_ITER), features[mine], labels[mine], cv=folds)
         scores.append(balanced_accuracy(labels[mine], predicted, 2))
     return float(np.mean(scores))
 
@@ -106,11 +98,13 @@ def bag_of_codes(codes: np.ndarray, levels: int = 2) -> np.ndarray:
     return features[:, features.std(axis=0) > 0]
 
 
-def against_null(name: str, x: np.ndarray, y: np.ndarray, s: np.ndarray, args, strengths) -> list[dict]:
+def against_null(
+    name: str, x: np.ndarray, y: np.ndarray, s: np.ndarray, strengths: list[float], flips: int
+) -> list[dict]:
     """One row per C: features `x (n, f)`, labels `y (n,)`, subjects `s (n,)` scored with the true labels,
-    against args.flips per-subject-flip draws (the same draws for every C), and within each subject."""
+    against `flips` per-subject-flip draws (the same draws for every C), and within each subject."""
     rng = np.random.default_rng(0)
-    draws = [flipped(y, s, rng) for _ in range(args.flips)]
+    draws = [flipped(y, s, rng) for _ in range(flips)]
     rows = []
     for c in strengths:
         true = leave_subject_out(x, y, s, c)
@@ -167,7 +161,7 @@ def main() -> None:
     task = ClassifyTask.load(args.task)
     epochs = load_epochs(task, args.root)
     power = band_power(epochs.data.astype(np.float64), epochs.sfreq, epochs.preset.modality)
-    result["real"] += against_null("band power", power, epochs.labels, epochs.subjects, args, strengths)
+    result["real"] += against_null("band power", power, epochs.labels, epochs.subjects, strengths, args.flips)
     if args.codes_file:
         coded, codes, _ = load_codes(args.codes_file, task)
         if not (
@@ -177,7 +171,7 @@ def main() -> None:
                 f"{args.codes_file}: its windows are not the task's windows read from {args.root}"
             )
         x = bag_of_codes(codes.numpy())
-        result["real"] += against_null("bag of codes", x, coded.labels, coded.subjects, args, strengths)
+        result["real"] += against_null("bag of codes", x, coded.labels, coded.subjects, strengths, args.flips)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")

@@ -56,14 +56,18 @@ def code_counts(codes: torch.Tensor, n_levels: int, codebook_size: int) -> spars
     return sparse.csr_matrix((values, (rows, columns.ravel())), shape=(n, c * s * n_levels * codebook_size))
 
 
-def readout(features, labels: np.ndarray, folds: list, c_value: float) -> dict:
+def logistic(c_value: float, sparse_input: bool = False, max_iter: int = 3000):
+    """A standardised L2 logistic regression (a sparse input is scaled, not centred)."""
+    return make_pipeline(
+        StandardScaler(with_mean=not sparse_input), LogisticRegression(C=c_value, max_iter=max_iter)
+    )
+
+
+def readout(features, labels: np.ndarray, folds: list, c_value: float, max_iter: int = 3000) -> dict:
     """Balanced accuracy per leave-one-subject-out fold of a standardised L2 logistic regression."""
     scores = []
     for train, test in folds:
-        model = make_pipeline(
-            StandardScaler(with_mean=not sparse.issparse(features)),
-            LogisticRegression(C=c_value, max_iter=3000),
-        ).fit(features[train], labels[train])
+        model = logistic(c_value, sparse.issparse(features), max_iter).fit(features[train], labels[train])
         scores.append(balanced_accuracy(labels[test], model.predict(features[test]), 2))
     return {"mean": float(np.mean(scores)), "std": float(np.std(scores)), "folds": scores}
 
