@@ -5,7 +5,8 @@ biotok finetune classify --task eegbci_eyes --root ../shared/data/real \
 
 `--foundation` names one model per fold group (subfolders, each pretrained with --holdout_subjects): under
 the default strict protocol every fold uses a model that never saw its test subjects;
-`--protocol transductive` takes a single model for every fold and labels the table so.
+`--protocol held_out` runs only the folds whose test subjects a model held out (one model, tested on the
+subjects it never saw); `--protocol transductive` takes a single model for every fold and labels the table so.
 
 Rows, each over the same folds and seeds: the token foundation model as a linear probe and fully
 fine-tuned (layer-wise lr decay per block), the same network from scratch, the raw-patch foundation
@@ -97,7 +98,9 @@ class ClassifyArgs:
         default="strict",
         metadata={
             "help": "strict: each fold uses a foundation model whose pretraining held out that fold's test "
-            "subjects (an error if none did); transductive: one model for every fold, labelled as such"
+            "subjects (an error if none did); held_out: strict, but only the folds whose test subjects a "
+            "model held out are run (one model pretrained with --holdout_subjects, tested on those); "
+            "transductive: one model for every fold, labelled as such"
         },
     )
     out: str = field(
@@ -388,7 +391,7 @@ def load_codes(path: str | Path, task: ClassifyTask) -> tuple[Epochs, torch.Tens
     return epochs, codes, meta["tokenizer_hash"]
 
 
-PROTOCOLS = ("strict", "transductive")
+PROTOCOLS = ("strict", "held_out", "transductive")
 
 
 @dataclass
@@ -735,6 +738,19 @@ def run(args: ClassifyArgs) -> dict:
     used_kinds = {_input_kind(r) for r in wanted if r != "classical"}
     # the frozen tokenizer's codes are made once, and only when a token row runs or a codes file is asked for
     needs_codes = "tokens" in used_kinds or bool(args.codes_file)
+    if args.protocol == "held_out":  # the folds every used model held out; the others are not run
+        kept = [
+            fold
+            for fold in folds
+            if all(
+                any({str(s) for s in epochs.subjects[fold[1]].tolist()} <= m.held_out for m in models)
+                for kind, models in bases.items()
+                if kind in used_kinds
+            )
+        ]
+        if not kept:
+            raise ConfigError("protocol", "held_out: no fold's test subjects were held out of pretraining")
+        folds = kept
     # every fold's model is chosen (and a strict-protocol violation refused) before any training
     chosen = {
         kind: [

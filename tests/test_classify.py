@@ -226,6 +226,21 @@ def test_strict_protocol_refuses_a_model_that_pretrained_on_a_test_subject(real,
     )
 
 
+def test_held_out_protocol_tests_only_the_subjects_pretraining_never_saw(real, foundations, tmp_path):
+    args = dict(task="eegbci_eyes", root=str(real), tokenizer=str(SHIPPED), seeds="0", epochs=1)
+    args |= dict(rows="foundation (linear probe)", out=str(tmp_path / "x"), progress=False)
+    # group b held out subject 003 only: of the three leave-one-subject-out folds only 003's runs
+    results = run(
+        ClassifyArgs(foundation=str(foundations / "tokens_groups" / "b"), protocol="held_out", **args)
+    )
+    folds = results["rows"]["foundation (linear probe)"]["seeds"][0]["folds"]
+    assert [list(f["per_subject"]) for f in folds] == [["003"]]
+    assert "held_out protocol" in (tmp_path / "x" / "table.md").read_text()
+    # a model that held no one out leaves nothing to test
+    with pytest.raises(ConfigError, match="held_out: no fold's test subjects"):
+        run(ClassifyArgs(foundation=str(foundations / "tokens"), protocol="held_out", **args))
+
+
 def test_epochs_from_a_prepared_corpus_and_from_mne(real, tmp_path):
     import mne
 
