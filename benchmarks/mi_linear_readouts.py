@@ -27,7 +27,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from finetune.classify import load_codes
+from finetune.classify import csp_lda, load_codes
 from finetune.classify_data import ClassifyTask, group_folds, load_epochs
 from finetune.metrics import balanced_accuracy
 from tokenizer.model import BiotokTokenizer
@@ -76,17 +76,11 @@ def csp_readout(samples: np.ndarray, labels: np.ndarray, folds: list) -> dict:
     """CSP (4 components, log variance) + LDA on `(N, C, samples)`, the classical row's pipeline without its
     band-pass: for codebook vectors the samples are every patch's latent dimensions, so the spatial
     covariance CSP filters is the codes' own (a quadratic reader, which a mean of latents is not)."""
-    import mne
-    from mne.decoding import CSP
-    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
-
+    samples = samples.astype(np.float64)
     scores = []
     for train, test in folds:
-        model = make_pipeline(CSP(n_components=4, log=True), LinearDiscriminantAnalysis())
-        with mne.utils.use_log_level("error"):
-            model.fit(samples[train].astype(np.float64), labels[train])
-            predicted = model.predict(samples[test].astype(np.float64))
-        scores.append(balanced_accuracy(labels[test], predicted, 2))
+        probabilities = csp_lda(samples[train], labels[train], samples[test])
+        scores.append(balanced_accuracy(labels[test], probabilities.argmax(axis=1), 2))
     return {"mean": float(np.mean(scores)), "std": float(np.std(scores)), "folds": scores}
 
 

@@ -46,6 +46,7 @@ from .metrics import balanced_accuracy, confusion_matrix, scores
 
 ROWS = (
     "foundation (linear probe)",
+    "foundation (CSP probe)",
     "foundation (fine-tuned)",
     "from scratch",
     "raw-patch foundation (linear probe)",
@@ -144,6 +145,14 @@ class ClassifyArgs:
             "help": "the fine-tuned row trains only the last N transformer blocks (with the final norm, "
             "pooling and head), the embeddings and lower blocks frozen as pretrained; -1: every block. "
             "The from-scratch row always trains everything"
+        },
+    )
+    n_blocks: int = field(
+        default=0,
+        metadata={
+            "help": "the neural rows use the foundation's first N transformer blocks only (with the final "
+            "norm): the probe reads, and fine-tuning starts from, a middle layer; 0: every block. On motor "
+            "imagery the states after blocks 4-8 of 12 carry more left/right than the top"
         },
     )
     probe_first: bool = field(
@@ -467,6 +476,8 @@ def _neural(
 ) -> tuple[np.ndarray, BiotokClassifier]:
     """Test-fold probabilities of one neural row, and the trained model."""
     torch.manual_seed(seed)
+    if args.n_blocks:
+        base = base.truncated(args.n_blocks)
     if row == "from scratch":  # the same network, freshly initialised
         base = BiotokFoundation(base.config)
         if args.scratch_code_init:
@@ -484,22 +495,10 @@ def _neural(
     probe = "linear probe" in row
     if probe or args.probe_first:
         model.foundation.requires_grad_(False).eval()
-
-        encode = functools.partial(model.foundation.encode, modality=model.config.modality)
-
-        def frozen_states(index: np.ndarray) -> dict[str, torch.Tensor]:
-            """The frozen states, computed once; the pooling (spatial filters, if any) and the head train
-            on them."""
-            model_inputs = inputs.for_model(model, index)
-            return {
-                "hidden": in_batches(encode, model.device, model_inputs),
-                "channel_ids": model_inputs["channel_ids"],
-            }
-
         readout = Readout(model.pool, model.head)
         groups = [{"params": list(readout.parameters()), "lr": args.probe_lr}]
-        val_states = (frozen_states(val), val_labels) if len(val) else None
-        readout = fit(readout, frozen_states(train), labels, groups, args, seed, val_states)
+        val_states = (frozen_states(model, inputs, val), val_labels) if len(val) else None
+        readout = fit(readout, frozen_states(model, inputs, train), labels, groups, args, seed, val_states)
         model.pool, model.head = readout.pool, readout.head
     if not probe:
         for param in trainable:  # the foundation was frozen above for --probe_first's head
@@ -516,15 +515,58 @@ def _neural(
     return predict(model, inputs.for_model(model, test)), model
 
 
-def _classical(kind: str, epochs: Epochs, train, test, seed: int) -> np.ndarray:
+def frozen_states(model: BiotokClassifier, inputs: Inputs, index: np.ndarray) -> dict[str, torch.Tensor]:
+    """The frozen foundation's patch states `(n, C, P, d)` of windows `index` and their channel ids,
+    computed once: what a probe's pooling and head train on."""
+    encode = functools.partial(model.foundation.encode, modality=model.config.modality)
+    model_inputs = inputs.for_model(model, index)
+    return {
+        "hidden": in_batches(encode, model.device, model_inputs),
+        "channel_ids": model_inputs["channel_ids"],
+    }
+
+
+def _csp_probe(
+    base: BiotokFoundation, inputs: Inputs, epochs: Epochs, train, test, args: ClassifyArgs
+) -> np.ndarray:
+    """Test-fold probabilities of CSP + LDA (the classical row's pipeline) on the frozen foundation's
+    states, after its first `--n_blocks` blocks: each channel's patch-centred states (patches x state
+    dimensions) are its samples, so CSP's filters mix the channels' state sequences in closed form where
+    the linear probe learns its spatial filters by gradient (docs/BENCHMARKS.md, "Which layer carries
+    motor imagery?")."""
+    if args.n_blocks:
+        base = base.truncated(args.n_blocks)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = BiotokClassifier.from_foundation(base, epochs.classes, inputs.modality).to(device).eval()
+
+    def samples(index: np.ndarray) -> np.ndarray:
+        hidden = frozen_states(model, inputs, index)["hidden"].float()
+        # centred over patches: a channel's own embedding (the same at every patch) is not power
+        return (hidden - hidden.mean(dim=2, keepdim=True)).flatten(2).numpy().astype(np.float64)
+
+    return csp_lda(samples(train), epochs.labels[train], samples(test))
+
+
+def csp_lda(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray) -> np.ndarray:
+    """CSP (4 components, log variance) + LDA fitted on `(n, channels, samples)`: test probabilities."""
+    import mne
+    from mne.decoding import CSP
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+    from sklearn.pipeline import make_pipeline
+
+    pipeline = make_pipeline(CSP(n_components=4, log=True), LinearDiscriminantAnalysis())
+    with mne.utils.use_log_level("error"):  # CSP reports its rank estimate on every fit
+        pipeline.fit(train_x, train_y)
+        return pipeline.predict_proba(test_x)
+
+
+def _classical(kind: str, epochs: Epochs, train, test, seed: int) -> np.ndarray:
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     x, y = epochs.data.astype(np.float64), epochs.labels
     if kind == "csp_lda":
-        from mne.decoding import CSP
         from scipy import signal as sps
 
         # the mu and beta bands, where imagined movement desynchronises (as in MNE's EEGBCI example):
@@ -532,18 +574,14 @@ def _classical(kind: str, epochs: Epochs, train, test, seed: int) -> np.ndarray:
         # accuracy over 11 unseen EEGBCI subjects)
         sos = sps.butter(4, CSP_BAND, btype="bandpass", fs=epochs.sfreq, output="sos")
         x = sps.sosfiltfilt(sos, x, axis=-1)
-        pipeline = make_pipeline(CSP(n_components=4, log=True), LinearDiscriminantAnalysis())
-    else:
-        x = band_power(x, epochs.sfreq, epochs.preset.modality)
-        pipeline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
-    import mne
-
-    with mne.utils.use_log_level("error"):  # CSP reports its rank estimate on every fit
-        pipeline.fit(x[train], y[train])
-        return pipeline.predict_proba(x[test])
+        return csp_lda(x[train], y[train], x[test])
+    x = band_power(x, epochs.sfreq, epochs.preset.modality)
+    pipeline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
+    return pipeline.fit(x[train], y[train]).predict_proba(x[test])
 
 
 CSP_BAND = (8.0, 30.0)  # Hz
+CSP_PROBE = "foundation (CSP probe)"
 BANDS = {
     "eeg": [(1, 4), (4, 8), (8, 13), (13, 30), (30, 45)],
     "emg": [(5, 20), (20, 40), (40, 60), (60, 95)],
@@ -727,13 +765,13 @@ def run(args: ClassifyArgs) -> dict:
         need = _input_kind(row)
         if cached and (row == "classical" or need == "patches"):
             skipped[row] = f"needs the signal; {args.codes_file} holds the codes only"
-        elif row == "classical":
+        elif row != "classical" and need not in bases:
+            skipped[row] = f"no {'--foundation_patches' if need == 'patches' else '--foundation'} given"
+        elif row in ("classical", CSP_PROBE):
             try:
                 import sklearn  # noqa: F401
             except ImportError:
                 skipped[row] = "scikit-learn is not installed (pip install 'biotok[classical]')"
-        elif need not in bases:
-            skipped[row] = f"no {'--foundation_patches' if need == 'patches' else '--foundation'} given"
     wanted = [r for r in wanted if r not in skipped]
     used_kinds = {_input_kind(r) for r in wanted if r != "classical"}
     # the frozen tokenizer's codes are made once, and only when a token row runs or a codes file is asked for
@@ -791,6 +829,10 @@ def run(args: ClassifyArgs) -> dict:
                     if row == "classical":
                         probabilities = _classical(task.classical, epochs, train, test, seed)
                         folder = None
+                    elif row == CSP_PROBE:
+                        pretrained = chosen["tokens"][k]
+                        folder = str(pretrained.folder)
+                        probabilities = _csp_probe(pretrained.model, inputs, epochs, train, test, args)
                     else:
                         pretrained = chosen[_input_kind(row)][k]
                         folder = str(pretrained.folder)

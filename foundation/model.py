@@ -156,6 +156,24 @@ class BiotokFoundation(PreTrainedModel):
         """The code embedding (transformers' hook; Accelerate's FSDP asks it for tied weights)."""
         return getattr(self, "code_embed", None)
 
+    def truncated(self, n_blocks: int) -> BiotokFoundation:
+        """A copy that keeps the first `n_blocks` transformer blocks (and the embeddings and final norm):
+        `encode` then gives a middle layer's states `(B, C, P, d)`, normed as the top's are. On motor
+        imagery the states after blocks 4-8 of 12 carry more left/right than the top (docs/BENCHMARKS.md,
+        "Which layer carries motor imagery?")."""
+        if not 1 <= n_blocks <= self.config.n_layers:
+            raise ValueError(f"n_blocks {n_blocks}: expected 1 to the model's {self.config.n_layers} blocks")
+        config = type(self.config).from_dict(self.config.to_dict())
+        config.n_layers = n_blocks
+        model = type(self)(config).to(self.device)
+        dropped = model.load_state_dict(self.state_dict(), strict=False)
+        # only the cut blocks' weights are left over, and nothing the copy has is left unset
+        assert not dropped.missing_keys, dropped.missing_keys
+        assert all(key.startswith("encoder.blocks.") for key in dropped.unexpected_keys), (
+            dropped.unexpected_keys
+        )
+        return model.train(self.training)
+
     def channel_ids(self, ch_names: list[list[str]], modality: str) -> torch.Tensor:
         """Vocabulary ids `(B, C)` of channels of `modality` (a preset name), 0-padded."""
         if modality not in self.config.modalities:

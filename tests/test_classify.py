@@ -11,8 +11,9 @@ import scipy.signal as sps
 import torch
 
 from data_prep.errors import BiosignalError, ConfigError
+from data_prep.presets import patchify
 from finetune.classifier import BiotokClassifier, Head, Pool, Readout, layer_decay_groups
-from finetune.classify import ClassifyArgs, fit, run
+from finetune.classify import ClassifyArgs, csp_lda, fit, run
 from finetune.classify_data import ClassifyTask, group_folds, load_epochs
 from finetune.metrics import balanced_accuracy, cohen_kappa, confusion_matrix, roc_auc
 from foundation.config import FoundationConfig
@@ -127,6 +128,25 @@ def test_layer_decay_is_per_block(foundations):
     assert len(lr_of) == sum(1 for p in model.parameters() if p.requires_grad)
 
 
+def test_truncated_foundation_reads_a_middle_layer(foundations):
+    full = BiotokFoundation.from_pretrained(foundations / "tokens").eval()
+    config = full.config
+    ids = full.channel_ids([["C3", "Cz", "C4"]], "eeg").expand(2, -1)
+    codes = torch.randint(0, config.codebook_size, (2, 3, 4, config.n_scales, config.n_read_levels))
+    first_block = []
+    full.encoder.blocks[0].register_forward_hook(lambda _, __, out: first_block.append(out))
+    with torch.no_grad():
+        top = full.encode(ids, "eeg", codes=codes)
+        cut = full.truncated(1)
+        middle = cut.encode(ids, "eeg", codes=codes)
+    # the cut model's states are the full model's after its first block, under the same final norm
+    assert cut.config.n_layers == 1 and len(cut.encoder.blocks) == 1 and full.config.n_layers == 2
+    assert torch.allclose(middle, full.encoder.ln(first_block[0]).view_as(middle), atol=1e-6)
+    assert not torch.allclose(middle, top, atol=1e-3)
+    with pytest.raises(ValueError, match="n_blocks 3: expected 1 to the model's 2 blocks"):
+        full.truncated(3)
+
+
 def test_classifier_round_trips(foundations, tmp_path):
     model = BiotokClassifier.from_foundation(
         BiotokFoundation.from_pretrained(foundations / "patches"), ["a", "b", "c"], "eeg"
@@ -239,6 +259,39 @@ def test_held_out_protocol_tests_only_the_subjects_pretraining_never_saw(real, f
     # a model that held no one out leaves nothing to test
     with pytest.raises(ConfigError, match="held_out: no fold's test subjects"):
         run(ClassifyArgs(foundation=str(foundations / "tokens"), protocol="held_out", **args))
+
+
+def test_csp_probe_is_csp_on_the_chosen_layers_centred_states(real, foundations, tmp_path):
+    args = dict(task="eegbci_eyes", root=str(real), tokenizer=str(SHIPPED), seeds="0,1", epochs=1)
+    args |= dict(rows="foundation (CSP probe)", progress=False, foundation=str(foundations / "tokens_groups"))
+    top = run(ClassifyArgs(out=str(tmp_path / "top"), **args))["rows"]["foundation (CSP probe)"]
+    cut = run(ClassifyArgs(out=str(tmp_path / "cut"), n_blocks=1, **args))["rows"]["foundation (CSP probe)"]
+    # closed form: the seeds agree; strict: each fold reads the model that held its subject out
+    assert [f["balanced_accuracy"] for f in top["seeds"][0]["folds"]] == [
+        f["balanced_accuracy"] for f in top["seeds"][1]["folds"]
+    ]
+    fold = next(f for f in cut["seeds"][0]["folds"] if f["test_groups"] == ["003"])
+    assert fold["foundation"].endswith("b/final")
+    # the cut model's row is CSP + LDA on the centred states after its first block, computed here apart
+    task = ClassifyTask.load("eegbci_eyes")
+    epochs = load_epochs(task, str(real), progress=False)
+    test = epochs.subjects == "003"
+    model = (
+        BiotokFoundation.from_pretrained(foundations / "tokens_groups" / "b" / "final").truncated(1).eval()
+    )
+    tokenizer = BiotokTokenizer.from_pretrained(SHIPPED).eval()
+    patches = torch.from_numpy(patchify(epochs.data, epochs.preset.patch_len))
+    with torch.no_grad():
+        ids = tokenizer.channel_ids([epochs.ch_names], "eeg").expand(len(patches), -1)
+        codes = tokenizer.encode_patches(patches, ids, "eeg")
+        ids = model.channel_ids([epochs.ch_names], "eeg").expand(len(patches), -1)
+        hidden = model.encode(ids, "eeg", codes=codes)
+    samples = (hidden - hidden.mean(dim=2, keepdim=True)).flatten(2).double().numpy()
+    probabilities = csp_lda(samples[~test], epochs.labels[~test], samples[test])
+    expected = balanced_accuracy(epochs.labels[test], probabilities.argmax(axis=1), 2)
+    assert fold["balanced_accuracy"] == pytest.approx(expected)
+    top_scores = [f["balanced_accuracy"] for f in top["seeds"][0]["folds"]]
+    assert top_scores != [f["balanced_accuracy"] for f in cut["seeds"][0]["folds"]]  # another layer
 
 
 def test_epochs_from_a_prepared_corpus_and_from_mne(real, tmp_path):
