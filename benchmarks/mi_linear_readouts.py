@@ -76,7 +76,6 @@ def csp_readout(samples: np.ndarray, labels: np.ndarray, folds: list) -> dict:
     """CSP (4 components, log variance) + LDA on `(N, C, samples)`, the classical row's pipeline without its
     band-pass: for codebook vectors the samples are every patch's latent dimensions, so the spatial
     covariance CSP filters is the codes' own (a quadratic reader, which a mean of latents is not)."""
-    samples = samples.astype(np.float64)
     scores = []
     for train, test in folds:
         probabilities = csp_lda(samples[train], labels[train], samples[test])

@@ -151,8 +151,9 @@ class ClassifyArgs:
         default=0,
         metadata={
             "help": "the neural rows use the foundation's first N transformer blocks only (with the final "
-            "norm): the probe reads, and fine-tuning starts from, a middle layer; 0: every block. On motor "
-            "imagery the states after blocks 4-8 of 12 carry more left/right than the top"
+            "norm): the probes read, and fine-tuning starts from, a middle layer; 0: every block; -1 (the "
+            "CSP probe only): the depth that scores best over the training subjects' own folds. On motor "
+            "imagery the states after blocks 7-10 of 12 carry more left/right than the top"
         },
     )
     probe_first: bool = field(
@@ -315,6 +316,9 @@ class Inputs:
         self.modality = modality
         self.ch_names = epochs.ch_names
         self.codes = codes
+        self.frozen_cache: dict[
+            tuple[int, int], np.ndarray
+        ] = {}  # the CSP probe's states, per model and depth
         if tokenizer is not None:
             ids = tokenizer.eval().channel_ids([epochs.ch_names], modality)
             self.codes = in_batches(
@@ -476,7 +480,7 @@ def _neural(
 ) -> tuple[np.ndarray, BiotokClassifier]:
     """Test-fold probabilities of one neural row, and the trained model."""
     torch.manual_seed(seed)
-    if args.n_blocks:
+    if args.n_blocks > 0:
         base = base.truncated(args.n_blocks)
     if row == "from scratch":  # the same network, freshly initialised
         base = BiotokFoundation(base.config)
@@ -530,21 +534,41 @@ def _csp_probe(
     base: BiotokFoundation, inputs: Inputs, epochs: Epochs, train, test, args: ClassifyArgs
 ) -> np.ndarray:
     """Test-fold probabilities of CSP + LDA (the classical row's pipeline) on the frozen foundation's
-    states, after its first `--n_blocks` blocks: each channel's patch-centred states (patches x state
-    dimensions) are its samples, so CSP's filters mix the channels' state sequences in closed form where
-    the linear probe learns its spatial filters by gradient (docs/BENCHMARKS.md, "Which layer carries
-    motor imagery?")."""
-    if args.n_blocks:
-        base = base.truncated(args.n_blocks)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = BiotokClassifier.from_foundation(base, epochs.classes, inputs.modality).to(device).eval()
+    states after its first `--n_blocks` blocks (-1: the depth whose CSP + LDA scores best over
+    leave-one-group-out folds of the training windows alone): each channel's patch-centred states
+    (patches x state dimensions) are its samples, so CSP's filters mix the channels' state sequences in
+    closed form where the linear probe learns its spatial filters by gradient (docs/BENCHMARKS.md, "Which
+    layer carries motor imagery?")."""
+    labels, n_classes = epochs.labels, len(epochs.classes)
+    depth = args.n_blocks or base.config.n_layers
+    if args.n_blocks < 0:
+        inner = group_folds(epochs.groups[train], 0)
+        scores = {}
+        for candidate in range(1, base.config.n_layers + 1):
+            x, y = _csp_samples(base, candidate, inputs, epochs)[train], labels[train]
+            predicted = [
+                csp_lda(x[fit_index], y[fit_index], x[score]).argmax(axis=1) for fit_index, score in inner
+            ]
+            scores[candidate] = np.mean(
+                [balanced_accuracy(y[score], p, n_classes) for (_, score), p in zip(inner, predicted)]
+            )
+        depth = max(scores, key=scores.get)  # the shallowest on a tie
+        print(f"CSP probe: depth {depth} chosen on the training subjects ({scores[depth]:.3f})", flush=True)
+    x = _csp_samples(base, depth, inputs, epochs)
+    return csp_lda(x[train], labels[train], x[test])
 
-    def samples(index: np.ndarray) -> np.ndarray:
-        hidden = frozen_states(model, inputs, index)["hidden"].float()
+
+def _csp_samples(base: BiotokFoundation, depth: int, inputs: Inputs, epochs: Epochs) -> np.ndarray:
+    """Every window's patch-centred states after `depth` blocks of the frozen `base`, `(N, C, P x d)`
+    float32: the same for every fold and seed of a model, so made once per run (in `inputs`)."""
+    key = (id(base), depth)
+    if key not in inputs.frozen_cache:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        model = BiotokClassifier.from_foundation(base.truncated(depth), epochs.classes, inputs.modality)
+        hidden = frozen_states(model.to(device).eval(), inputs, np.arange(len(epochs)))["hidden"].float()
         # centred over patches: a channel's own embedding (the same at every patch) is not power
-        return (hidden - hidden.mean(dim=2, keepdim=True)).flatten(2).numpy().astype(np.float64)
-
-    return csp_lda(samples(train), epochs.labels[train], samples(test))
+        inputs.frozen_cache[key] = (hidden - hidden.mean(dim=2, keepdim=True)).flatten(2).numpy()
+    return inputs.frozen_cache[key]
 
 
 def csp_lda(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray) -> np.ndarray:
@@ -556,8 +580,8 @@ def csp_lda(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray) -> np.
 
     pipeline = make_pipeline(CSP(n_components=4, log=True), LinearDiscriminantAnalysis())
     with mne.utils.use_log_level("error"):  # CSP reports its rank estimate on every fit
-        pipeline.fit(train_x, train_y)
-        return pipeline.predict_proba(test_x)
+        pipeline.fit(train_x.astype(np.float64), train_y)
+        return pipeline.predict_proba(test_x.astype(np.float64))
 
 
 def _classical(kind: str, epochs: Epochs, train, test, seed: int) -> np.ndarray:

@@ -294,6 +294,23 @@ def test_csp_probe_is_csp_on_the_chosen_layers_centred_states(real, foundations,
     assert top_scores != [f["balanced_accuracy"] for f in cut["seeds"][0]["folds"]]  # another layer
 
 
+def test_csp_probe_picks_its_depth_on_the_training_subjects_alone(real, foundations, tmp_path, capsys):
+    args = dict(task="eegbci_eyes", root=str(real), tokenizer=str(SHIPPED), seeds="0", epochs=1)
+    args |= dict(rows="foundation (CSP probe)", progress=False, foundation=str(foundations / "tokens_groups"))
+    picked = run(ClassifyArgs(out=str(tmp_path / "auto"), n_blocks=-1, **args))
+    depths = [
+        int(line.split("depth ")[1].split()[0])
+        for line in capsys.readouterr().out.splitlines()
+        if "depth " in line
+    ]
+    assert len(depths) == 3 and set(depths) <= {1, 2}  # one choice per fold, among the model's blocks
+    # each fold scores as the row run at the depth it chose
+    for k, depth in enumerate(depths):
+        fixed = run(ClassifyArgs(out=str(tmp_path / f"d{depth}"), n_blocks=depth, **args))
+        score = fixed["rows"]["foundation (CSP probe)"]["seeds"][0]["folds"][k]["balanced_accuracy"]
+        assert picked["rows"]["foundation (CSP probe)"]["seeds"][0]["folds"][k]["balanced_accuracy"] == score
+
+
 def test_epochs_from_a_prepared_corpus_and_from_mne(real, tmp_path):
     import mne
 
