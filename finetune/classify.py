@@ -316,9 +316,8 @@ class Inputs:
         self.modality = modality
         self.ch_names = epochs.ch_names
         self.codes = codes
-        self.frozen_cache: dict[
-            tuple[int, int], np.ndarray
-        ] = {}  # the CSP probe's states, per model and depth
+        # the CSP probe's states per (model, depth), made once per run: 71 MB a depth for motor imagery
+        self.frozen_cache: dict[tuple[int, int], np.ndarray] = {}
         if tokenizer is not None:
             ids = tokenizer.eval().channel_ids([epochs.ch_names], modality)
             self.codes = in_batches(
