@@ -764,6 +764,13 @@ def run(args: ClassifyArgs) -> dict:
     wanted = [r for r in ROWS if not args.rows or r in args.rows.split(",")]
     if args.protocol not in PROTOCOLS:
         raise ConfigError("protocol", f"{args.protocol!r}: expected one of {PROTOCOLS}")
+    searched = [row for row in wanted if row not in ("classical", CSP_PROBE)]
+    if args.n_blocks < -1 or (args.n_blocks == -1 and searched):
+        raise ConfigError(
+            "n_blocks",
+            f"{args.n_blocks}: expected 0 (every block), N > 0, or -1 for the CSP probe alone "
+            f"(the trained rows {searched} take a fixed depth)",
+        )
     bases: dict[str, list[Pretrained]] = {}
     if args.foundation:
         bases["tokens"] = load_pretrained(args.foundation)

@@ -311,6 +311,15 @@ def test_csp_probe_picks_its_depth_on_the_training_subjects_alone(real, foundati
         assert picked["rows"]["foundation (CSP probe)"]["seeds"][0]["folds"][k]["balanced_accuracy"] == score
 
 
+def test_depth_search_is_refused_for_the_trained_rows(real, foundations, tmp_path):
+    args = dict(task="eegbci_eyes", root=str(real), tokenizer=str(SHIPPED), seeds="0", epochs=1, n_blocks=-1)
+    args |= dict(out=str(tmp_path / "x"), progress=False, foundation=str(foundations / "tokens_groups"))
+    with pytest.raises(
+        ConfigError, match=r"-1 for the CSP probe alone \(the trained rows \['foundation \(linear probe\)'\]"
+    ):
+        run(ClassifyArgs(rows="foundation (linear probe),foundation (CSP probe)", **args))
+
+
 def test_epochs_from_a_prepared_corpus_and_from_mne(real, tmp_path):
     import mne
 
