@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from mi_linear_readouts import csp_readout, readout  # benchmarks/ is the script's folder
 
-from benchmarks.mi_linear_readouts import csp_readout, readout
 from finetune.classify import held_out, load_codes
 from finetune.classify_data import ClassifyTask, group_folds
 from foundation.model import BiotokFoundation

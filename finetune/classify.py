@@ -437,6 +437,11 @@ def held_out(folder: Path) -> set[str]:
     return {str(s) for subjects in holdout_subjects(folder).values() for s in subjects}
 
 
+def holding_model(models: list[Pretrained], test_subjects: set[str]) -> Pretrained | None:
+    """The first model whose pretraining held every one of `test_subjects` out, or None."""
+    return next((model for model in models if test_subjects <= model.held_out), None)
+
+
 def fold_model(models: list[Pretrained], test_subjects: set[str], protocol: str) -> Pretrained:
     """The model a fold may use: under the strict protocol one whose pretraining never saw the fold's
     test subjects; under the transductive one the only model given."""
@@ -444,9 +449,9 @@ def fold_model(models: list[Pretrained], test_subjects: set[str], protocol: str)
         if len(models) > 1:
             raise ConfigError("protocol", "transductive: give one foundation model, not one per fold group")
         return models[0]
-    for candidate in models:
-        if test_subjects <= candidate.held_out:
-            return candidate
+    candidate = holding_model(models, test_subjects)
+    if candidate is not None:
+        return candidate
     held = {str(m.folder): sorted(m.held_out) for m in models}
     raise ConfigError(
         "foundation",
@@ -545,11 +550,11 @@ def _csp_probe(
         scores = {}
         for candidate in range(1, base.config.n_layers + 1):
             x, y = _csp_samples(base, candidate, inputs, epochs)[train], labels[train]
-            predicted = [
-                csp_lda(x[fit_index], y[fit_index], x[score]).argmax(axis=1) for fit_index, score in inner
-            ]
             scores[candidate] = np.mean(
-                [balanced_accuracy(y[score], p, n_classes) for (_, score), p in zip(inner, predicted)]
+                [
+                    balanced_accuracy(y[score], csp_lda(x[fit], y[fit], x[score]).argmax(axis=1), n_classes)
+                    for fit, score in inner
+                ]
             )
         depth = max(scores, key=scores.get)  # the shallowest on a tie
         print(f"CSP probe: depth {depth} chosen on the training subjects ({scores[depth]:.3f})", flush=True)
@@ -764,12 +769,12 @@ def run(args: ClassifyArgs) -> dict:
     wanted = [r for r in ROWS if not args.rows or r in args.rows.split(",")]
     if args.protocol not in PROTOCOLS:
         raise ConfigError("protocol", f"{args.protocol!r}: expected one of {PROTOCOLS}")
-    searched = [row for row in wanted if row not in ("classical", CSP_PROBE)]
-    if args.n_blocks < -1 or (args.n_blocks == -1 and searched):
+    trained = [row for row in wanted if row not in ("classical", CSP_PROBE)]
+    if args.n_blocks < -1 or (args.n_blocks == -1 and trained):
         raise ConfigError(
             "n_blocks",
             f"{args.n_blocks}: expected 0 (every block), N > 0, or -1 for the CSP probe alone "
-            f"(the trained rows {searched} take a fixed depth)",
+            f"(the trained rows {trained} take a fixed depth)",
         )
     bases: dict[str, list[Pretrained]] = {}
     if args.foundation:
@@ -806,27 +811,25 @@ def run(args: ClassifyArgs) -> dict:
     used_kinds = {_input_kind(r) for r in wanted if r != "classical"}
     # the frozen tokenizer's codes are made once, and only when a token row runs or a codes file is asked for
     needs_codes = "tokens" in used_kinds or bool(args.codes_file)
+    used = {kind: models for kind, models in bases.items() if kind in used_kinds}
+
+    def tested(test: np.ndarray) -> set[str]:
+        """The subjects of windows `test`, named as `--holdout_subjects` names them."""
+        return {str(s) for s in epochs.subjects[test].tolist()}
+
     if args.protocol == "held_out":  # the folds every used model held out; the others are not run
         kept = [
-            fold
-            for fold in folds
-            if all(
-                any({str(s) for s in epochs.subjects[fold[1]].tolist()} <= m.held_out for m in models)
-                for kind, models in bases.items()
-                if kind in used_kinds
-            )
+            (train, test)
+            for train, test in folds
+            if all(holding_model(models, tested(test)) is not None for models in used.values())
         ]
         if not kept:
             raise ConfigError("protocol", "held_out: no fold's test subjects were held out of pretraining")
         folds = kept
     # every fold's model is chosen (and a strict-protocol violation refused) before any training
     chosen = {
-        kind: [
-            fold_model(models, {str(s) for s in epochs.subjects[test].tolist()}, args.protocol)
-            for _, test in folds
-        ]
-        for kind, models in bases.items()
-        if kind in used_kinds
+        kind: [fold_model(models, tested(test), args.protocol) for _, test in folds]
+        for kind, models in used.items()
     }
     inputs = Inputs(epochs, modality, tokenizer if needs_codes else None, codes=codes)
     if args.codes_file and not cached:

@@ -159,7 +159,7 @@ class BiotokFoundation(PreTrainedModel):
     def truncated(self, n_blocks: int) -> BiotokFoundation:
         """A copy that keeps the first `n_blocks` transformer blocks (and the embeddings and final norm):
         `encode` then gives a middle layer's states `(B, C, P, d)`, normed as the top's are. On motor
-        imagery the states after blocks 4-8 of 12 carry more left/right than the top (docs/BENCHMARKS.md,
+        imagery the states after blocks 7-10 of 12 carry more left/right than the top (docs/BENCHMARKS.md,
         "Which layer carries motor imagery?")."""
         if not 1 <= n_blocks <= self.config.n_layers:
             raise ValueError(f"n_blocks {n_blocks}: expected 1 to the model's {self.config.n_layers} blocks")
