@@ -7,6 +7,9 @@ itself beats chance is benchmarks/loso_chance.py's question.
 
     python benchmarks/paired_rows.py docs/results/classify_strict_v12_lpft/mi_nofrontal/results.json \
         --out docs/results/paired_rows_mi_nofrontal_v12.json
+
+Several results files may be given (a GPU run's rows and the CPU's classical row, say); each row must be in
+one of them.
 """
 
 from __future__ import annotations
@@ -37,13 +40,19 @@ def paired(per_subject: dict[str, dict[str, float]], first: str, second: str) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("results", help="a results.json of `biotok finetune classify`")
+    parser.add_argument(
+        "results",
+        nargs="+",
+        help="results.json files of `biotok finetune classify` (each row in one of them)",
+    )
     parser.add_argument("--out", default="")
     args = parser.parse_args()
-    results = json.loads(Path(args.results).read_text())
-    per_subject = {
-        row: summary["summary"]["per_subject_balanced_accuracy"] for row, summary in results["rows"].items()
-    }
+    per_subject: dict[str, dict[str, float]] = {}
+    for path in args.results:
+        for row, summary in json.loads(Path(path).read_text())["rows"].items():
+            if row in per_subject:
+                raise SystemExit(f"{path}: row {row!r} is in an earlier results file too")
+            per_subject[row] = summary["summary"]["per_subject_balanced_accuracy"]
     comparisons = [paired(per_subject, a, b) for a, b in itertools.combinations(per_subject, 2)]
     for c in comparisons:
         print(
