@@ -27,7 +27,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from finetune.classify import csp_lda, load_codes
+from finetune.classify import csp_compact, csp_lda, load_codes
 from finetune.classify_data import ClassifyTask, group_folds, load_epochs
 from finetune.metrics import balanced_accuracy
 from tokenizer.model import BiotokTokenizer
@@ -76,7 +76,7 @@ def csp_readout(samples: np.ndarray, labels: np.ndarray, folds: list) -> dict:
     """CSP (4 components, log variance) + LDA on `(N, C, samples)`, the classical row's pipeline without its
     band-pass: for codebook vectors the samples are every patch's latent dimensions, so the spatial
     covariance CSP filters is the codes' own (a quadratic reader, which a mean of latents is not)."""
-    scores = []
+    samples, scores = csp_compact(samples), []  # the same scores, fitted on 2C samples per window
     for train, test in folds:
         probabilities = csp_lda(samples[train], labels[train], samples[test])
         scores.append(balanced_accuracy(labels[test], probabilities.argmax(axis=1), 2))

@@ -419,6 +419,25 @@ def test_csp_lda_reads_the_mu_and_beta_bands():
         assert (accuracy > 0.9) if separable else (accuracy < 0.75), (hz, accuracy)
 
 
+def test_csp_compact_windows_give_csp_lda_the_same_probabilities():
+    # 2C columns per window that keep its mean and second moments (all CSP + LDA reads); the class shows
+    # in one channel's offset and another's power, so a compaction that dropped either would differ
+    from finetune.classify import csp_compact
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 60)
+    data = np.einsum("ij,njt->nit", rng.standard_normal((5, 5)), rng.standard_normal((60, 5, 50)))
+    data[:, 0] += 0.1 * labels[:, None] + rng.normal(0, 0.2, (60, 1))
+    data[:, 1] *= 1 + 0.05 * labels[:, None]
+    compact = csp_compact(data, chunk=16)
+    assert compact.shape == (60, 5, 10)
+    expected = csp_lda(data[:40], labels[:40], data[40:])
+    np.testing.assert_allclose(csp_lda(compact[:40], labels[:40], compact[40:]), expected, atol=1e-9)
+    assert np.any(np.abs(expected[:, 0] - 0.5) < 0.45)  # not every window saturated: the check has teeth
+    centred = csp_compact(data - data.mean(axis=2, keepdims=True))
+    assert np.abs(csp_lda(centred[:40], labels[:40], centred[40:]) - expected).max() > 0.05
+
+
 def test_channel_pooling_keeps_where_on_the_montage_a_state_sits(foundations, tmp_path):
     foundation = BiotokFoundation.from_pretrained(foundations / "tokens")
     torch.manual_seed(0)
