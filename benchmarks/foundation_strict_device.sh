@@ -15,11 +15,15 @@
 #                     timed eager and with --cuda_graphs on two fresh models ($OUT/classify_step_fit.json)
 #   PHASE=wait        waits for every queue and the ship run (at most BUDGET s) and packs /tmp/w/out into
 #                     $OUT/results.tgz, and the shipped model, once saved, into $OUT/ship.tgz.part-aa, -ab
+#   PHASE=models      packs the fold-group models (final/ and logs, not checkpoints) into $OUT/folds.tgz.part-*
+#                     (15 MB parts, ~55 MB in all: its own call, as the returned files are capped at 64 MiB a
+#                     call), so that CPU-bound readouts of them (the CSP probe's depth search) can run here
 #
 # A queue runs QSEEDS (default "0 1 2") one after another (whatever finishes is whole; queues of one seed
 # each run the seeds side by side), QROWS (default the three neural rows, one process each, split by '|'), on
 # QTASKS, QPOOLING, QFRACTIONS, with KEEP_RATIO's models and CUDA_GRAPHS, PROBE_FIRST, LAYER_DECAY, LR,
-# TRAIN_BLOCKS, VAL_SUBJECTS, N_BLOCKS as foundation_strict_gpu.sh reads them; it writes
+# TRAIN_BLOCKS, VAL_SUBJECTS, N_BLOCKS as foundation_strict_gpu.sh reads them, QTHREADS threads a process
+# (default 2); it writes
 # /tmp/w/out/classify-QNAME. The CSP probe (docs/BENCHMARKS.md, "Which layer carries motor imagery?"):
 #   PHASE=queue QNAME=csp QROWS="foundation (CSP probe)" N_BLOCKS=-1 QFRACTIONS="1 0.3 0.1" QSEEDS=0
 #
@@ -35,6 +39,9 @@ export PYTHONPATH=/tmp/site:$W/repo CODE_INIT=$W/repo/pretrained_models/tokenize
 start_queue() {  # NAME: the seeds one after another in the background, under setsid so it outlives the call
     cat > $W/queue-$1.sh <<Q
 cd $W/repo
+# torch and BLAS threads per process: 15 processes with a thread per core each drove the host's load to 133
+# on 16 cores in the eighteenth session (docs/BENCHMARKS.md, "Early stopping on held-out training subjects")
+export OMP_NUM_THREADS=${QTHREADS:-2}
 for seed in ${QSEEDS:-0 1 2}; do
     TASKS="${QTASKS:-eegbci_mi_mu_nofrontal}" POOLING=${QPOOLING:-spatial_power} SEEDS=\$seed \
         FRACTIONS="${QFRACTIONS:-1}" GPUS=0 JOBS=3 MODE=classify \
@@ -72,6 +79,10 @@ queue)
     cd $W/repo
     start_queue "$QNAME"
     ;;
+models)
+    tar -czf - -C $W/models --exclude=checkpoints tied | split -b 15M - "$OUT/folds.tgz.part-"
+    ls -la "$OUT"
+    ;;
 profile)
     PYTHONPATH=/tmp/site:$PWD python benchmarks/classify_step_profile.py --fit_epochs 30 --fit_cuda_graphs \
         --compile --compile_mode reduce-overhead --out "$OUT/classify_step_fit.json"
@@ -96,7 +107,7 @@ wait)
     ls -la "$OUT"
     ;;
 *)
-    echo "PHASE must be data, profile, start, queue or wait" >&2
+    echo "PHASE must be data, profile, start, queue, wait or models" >&2
     exit 2
     ;;
 esac
