@@ -164,6 +164,17 @@ class ClassifyArgs:
             "first gradients do not distort the pretrained features"
         },
     )
+    csp_init: bool = field(
+        default=False,
+        metadata={
+            "help": "every neural row's spatial_power pooling and head start from CSP + LDA fitted in closed "
+            "form on the frozen network's states of the training windows (its n_filters first CSP filters, "
+            "LDA's weights as the head): the probe trains on from there, the fine-tuned and from-scratch "
+            "rows fine-tune from there (--probe_first's stage, if given, first trains the readout on from that "
+            "start). The CSP probe row reads what "
+            'the learnt probe misses (docs/BENCHMARKS.md, "Which layer carries motor imagery?")'
+        },
+    )
     balance_classes: bool = field(
         default=False, metadata={"help": "weight the loss by inverse class frequency (for imbalanced tasks)"}
     )
@@ -501,6 +512,9 @@ def _neural(
     # what the config lets train (a `frozen_code_embed` foundation keeps its code embeddings frozen)
     trainable = [param for param in model.parameters() if param.requires_grad]
     probe = "linear probe" in row
+    if args.csp_init:
+        model.foundation.eval()
+        csp_init_readout(model, frozen_states(model, inputs, train), epochs.labels[train])
     if probe or args.probe_first:
         model.foundation.requires_grad_(False).eval()
         readout = Readout(model.pool, model.head)
@@ -521,6 +535,33 @@ def _neural(
         val_inputs = (inputs.for_model(model, val), val_labels) if len(val) else None
         model = fit(model, inputs.for_model(model, train), labels, groups, args, seed, val_inputs)
     return predict(model, inputs.for_model(model, test)), model
+
+
+def csp_init_readout(model: BiotokClassifier, states: dict[str, torch.Tensor], labels: np.ndarray) -> None:
+    """Set `model`'s spatial_power pooling and head to CSP + LDA fitted on frozen `states` (`frozen_states`)
+    of windows with `labels`: the pooling's log power of its filtered, patch-centred states is CSP's
+    feature, so the model's logits give LDA's probabilities (two classes: logit difference = LDA's
+    decision)."""
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    hidden, channel_ids = states["hidden"].float(), states["channel_ids"]
+    weight = (channel_ids > 0).float()[:, :, None, None].to(hidden.device)
+    centred = ((hidden - hidden.mean(dim=2, keepdim=True)) * weight).flatten(2).cpu().numpy()
+    n_filters = model.pool.spatial_filters.shape[0]
+    csp = fit_csp(csp_compact(centred), labels, n_filters)
+    filters = model.pool.spatial_filters
+    with torch.no_grad():
+        filters.copy_(filters.new_tensor(csp.filters_[:n_filters]))
+        power = model.pool(states["hidden"].to(filters.device), channel_ids.to(filters.device))
+        lda = LinearDiscriminantAnalysis().fit(power.float().cpu().numpy(), labels)
+        coef, intercept = lda.coef_, lda.intercept_
+        if len(lda.classes_) == 2:  # one decision: class 1's logit minus class 0's
+            coef, intercept = (
+                np.stack([-coef[0] / 2, coef[0] / 2]),
+                np.array([-intercept[0] / 2, intercept[0] / 2]),
+            )
+        model.head.linear.weight.copy_(torch.as_tensor(coef))
+        model.head.linear.bias.copy_(torch.as_tensor(intercept))
 
 
 def frozen_states(model: BiotokClassifier, inputs: Inputs, index: np.ndarray) -> dict[str, torch.Tensor]:
@@ -594,17 +635,22 @@ def csp_compact(x: np.ndarray, chunk: int = 64) -> np.ndarray:
     return out
 
 
-def csp_lda(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray) -> np.ndarray:
-    """CSP (4 components, log variance) + LDA fitted on `(n, channels, samples)`: test probabilities."""
+def fit_csp(x: np.ndarray, y: np.ndarray, n_components: int = 4):
+    """MNE's CSP (log variance) fitted on `(n, channels, samples)`, quietly."""
     import mne
     from mne.decoding import CSP
-    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
-    from sklearn.pipeline import make_pipeline
 
-    pipeline = make_pipeline(CSP(n_components=4, log=True), LinearDiscriminantAnalysis())
     with mne.utils.use_log_level("error"):  # CSP reports its rank estimate on every fit
-        pipeline.fit(train_x.astype(np.float64), train_y)
-        return pipeline.predict_proba(test_x.astype(np.float64))
+        return CSP(n_components=n_components, log=True).fit(x.astype(np.float64), y)
+
+
+def csp_lda(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray) -> np.ndarray:
+    """CSP (4 components, log variance) + LDA fitted on `(n, channels, samples)`: test probabilities."""
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    csp = fit_csp(train_x, train_y)
+    lda = LinearDiscriminantAnalysis().fit(csp.transform(train_x.astype(np.float64)), train_y)
+    return lda.predict_proba(csp.transform(test_x.astype(np.float64)))
 
 
 def _classical(kind: str, epochs: Epochs, train, test, seed: int) -> np.ndarray:
@@ -795,6 +841,8 @@ def run(args: ClassifyArgs) -> dict:
             f"{args.n_blocks}: expected 0 (every block), N > 0, or -1 for the CSP probe alone "
             f"(the trained rows {trained} take a fixed depth)",
         )
+    if args.csp_init and args.pooling != "spatial_power":
+        raise ConfigError("csp_init", f"starts a spatial_power pooling; --pooling is {args.pooling!r}")
     bases: dict[str, list[Pretrained]] = {}
     if args.foundation:
         bases["tokens"] = load_pretrained(args.foundation)

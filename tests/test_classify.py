@@ -292,6 +292,21 @@ def test_csp_probe_is_csp_on_the_chosen_layers_centred_states(real, foundations,
     assert fold["balanced_accuracy"] == pytest.approx(expected)
     top_scores = [f["balanced_accuracy"] for f in top["seeds"][0]["folds"]]
     assert top_scores != [f["balanced_accuracy"] for f in cut["seeds"][0]["folds"]]  # another layer
+    # --csp_init: the probe's spatial_power pooling and head start at CSP (its 8 first filters) + LDA on
+    # those same states, so at a probe lr of 0 the row is that closed form, computed here apart
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    from finetune.classify import csp_compact, fit_csp
+
+    init = dict(args, rows="foundation (linear probe)", seeds="0", pooling="spatial_power", probe_lr=0.0)
+    started = run(ClassifyArgs(out=str(tmp_path / "init"), n_blocks=1, csp_init=True, **init))["rows"]
+    folds = started["foundation (linear probe)"]["seeds"][0]["folds"]
+    fold = next(f for f in folds if f["test_groups"] == ["003"])
+    csp = fit_csp(csp_compact(samples[~test]), epochs.labels[~test], 8)
+    lda = LinearDiscriminantAnalysis().fit(csp.transform(samples[~test]), epochs.labels[~test])
+    expected = balanced_accuracy(epochs.labels[test], lda.predict(csp.transform(samples[test])), 2)
+    print("csp_init", fold["balanced_accuracy"], expected)
+    assert fold["balanced_accuracy"] == pytest.approx(expected)
 
 
 def test_csp_probe_picks_its_depth_on_the_training_subjects_alone(real, foundations, tmp_path, capsys):
