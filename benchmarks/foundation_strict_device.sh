@@ -21,8 +21,8 @@
 #
 # A queue runs QSEEDS (default "0 1 2") one after another (whatever finishes is whole; queues of one seed
 # each run the seeds side by side), QROWS (default the three neural rows, one process each, split by '|'), on
-# QTASKS, QPOOLING, QFRACTIONS, with KEEP_RATIO's models and CUDA_GRAPHS, PROBE_FIRST, LAYER_DECAY, LR,
-# TRAIN_BLOCKS, VAL_SUBJECTS, N_BLOCKS as foundation_strict_gpu.sh reads them, QTHREADS threads a process
+# QTASKS, QPOOLING, QFRACTIONS, with KEEP_RATIO's models and CUDA_GRAPHS, PROBE_FIRST, CSP_INIT, LAYER_DECAY,
+# LR, TRAIN_BLOCKS, VAL_SUBJECTS, N_BLOCKS as foundation_strict_gpu.sh reads them, QTHREADS threads a process
 # (default 2); it writes
 # /tmp/w/out/classify-QNAME. The CSP probe (docs/BENCHMARKS.md, "Which layer carries motor imagery?"):
 #   PHASE=queue QNAME=csp QROWS="foundation (CSP probe)" N_BLOCKS=-1 QFRACTIONS="1 0.3 0.1" QSEEDS=0

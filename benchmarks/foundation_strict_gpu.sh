@@ -17,7 +17,8 @@
 # (default "0 1 2"), FRACTIONS of the labels (default "0.1 0.3 1"), POOLING (mean), ROWS (row groups split
 # by '|', one process each; default the three neural rows in one), GPUS ("0 1"), JOBS in flight (12),
 # TIMEOUT per process (0: none), CUDA_GRAPHS (non-empty: `--cuda_graphs`), PROBE_FIRST (non-empty:
-# `--probe_first`, LP-FT), LAYER_DECAY / LR / TRAIN_BLOCKS / VAL_SUBJECTS / N_BLOCKS (`--layer_decay` /
+# `--probe_first`, LP-FT), CSP_INIT (non-empty: `--csp_init`), LAYER_DECAY / LR / TRAIN_BLOCKS /
+# VAL_SUBJECTS / N_BLOCKS (`--layer_decay` /
 # `--lr` / `--train_blocks` / `--val_subjects` / `--n_blocks`; classify's defaults if unset);
 # SEEDS="0,1,2" (commas) runs the
 # seeds one after another in one process: a GPU time-slices between processes (no MPS), so more than one or
@@ -105,6 +106,7 @@ for task in ${TASKS:-eegbci_mi eegbci_eyes myo_armband_gestures}; do
                     --rows "${groups[$g]}" --seeds "$seed" --pooling "${POOLING:-mean}" \
                     --label_fractions "$fraction" --epochs 30 --mixed_precision bf16 \
                     --scratch_code_init "${CODE_INIT:-}" ${CUDA_GRAPHS:+--cuda_graphs} ${PROBE_FIRST:+--probe_first} \
+                    ${CSP_INIT:+--csp_init} \
                     ${LAYER_DECAY:+--layer_decay "$LAYER_DECAY"} ${LR:+--lr "$LR"} \
                     ${TRAIN_BLOCKS:+--train_blocks "$TRAIN_BLOCKS"} \
                     ${VAL_SUBJECTS:+--val_subjects "$VAL_SUBJECTS"} ${N_BLOCKS:+--n_blocks "$N_BLOCKS"} \
