@@ -73,6 +73,13 @@ class Head(nn.Module):
         return self.linear(self.norm(features))
 
 
+def patch_centred(hidden: torch.Tensor, channel_ids: torch.Tensor) -> torch.Tensor:
+    """Patch states `(B, C, P, d)` centred over patches, padding channels (id 0) zero: what CSP's form reads
+    (a channel's own embedding, the same at every patch, is not power)."""
+    weight = (channel_ids > 0).to(hidden.dtype)[:, :, None, None]
+    return (hidden - hidden.mean(dim=2, keepdim=True)) * weight
+
+
 class Pool(nn.Module):
     """Patch states `(B, C, P, d)` and channel ids `(B, C)` (0: padding) -> features, by `pooling`."""
 
@@ -92,8 +99,7 @@ class Pool(nn.Module):
         if self.pooling == "channels":
             return (hidden.mean(dim=2) * weight[:, :, 0]).flatten(1)
         if self.pooling == "spatial_power":
-            # centred over patches: a channel's own embedding (the same at every patch) is not power
-            states = (hidden - hidden.mean(dim=2, keepdim=True)) * weight
+            states = patch_centred(hidden, channel_ids)
             filtered = torch.einsum("fc,bcpd->bfpd", self.spatial_filters.to(states.dtype), states)
             return torch.log(filtered.float().pow(2).mean(dim=(2, 3)) + 1e-6)
         return (hidden * weight).sum(dim=(1, 2)) / (weight.sum(dim=(1, 2)) * hidden.shape[2])

@@ -40,7 +40,7 @@ from data_prep.presets import get_preset, patchify
 from foundation.model import BiotokFoundation
 from tokenizer.model import BiotokTokenizer
 
-from .classifier import BiotokClassifier, Readout, block_depth, layer_decay_groups
+from .classifier import BiotokClassifier, Readout, block_depth, layer_decay_groups, patch_centred
 from .classify_data import ClassifyTask, Epochs, group_folds, load_epochs
 from .metrics import balanced_accuracy, confusion_matrix, scores
 
@@ -512,18 +512,19 @@ def _neural(
     # what the config lets train (a `frozen_code_embed` foundation keeps its code embeddings frozen)
     trainable = [param for param in model.parameters() if param.requires_grad]
     probe = "linear probe" in row
-    if args.csp_init:
-        model.foundation.eval()
-        csp_init_readout(model, frozen_states(model, inputs, train), epochs.labels[train])
-    if probe or args.probe_first:
+    if probe or args.probe_first or args.csp_init:
         model.foundation.requires_grad_(False).eval()
+        train_states = frozen_states(model, inputs, train)  # once, for the CSP start and the probe's fit
+        if args.csp_init:
+            csp_init_readout(model, train_states, epochs.labels[train])
+    if probe or args.probe_first:
         readout = Readout(model.pool, model.head)
         groups = [{"params": list(readout.parameters()), "lr": args.probe_lr}]
         val_states = (frozen_states(model, inputs, val), val_labels) if len(val) else None
-        readout = fit(readout, frozen_states(model, inputs, train), labels, groups, args, seed, val_states)
+        readout = fit(readout, train_states, labels, groups, args, seed, val_states)
         model.pool, model.head = readout.pool, readout.head
     if not probe:
-        for param in trainable:  # the foundation was frozen above for --probe_first's head
+        for param in trainable:  # the foundation was frozen above for the probe stage or the CSP start
             param.requires_grad_(True)
         if row != "from scratch" and args.train_blocks >= 0:
             n_layers = model.foundation.config.n_layers
@@ -544,9 +545,8 @@ def csp_init_readout(model: BiotokClassifier, states: dict[str, torch.Tensor], l
     decision)."""
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
-    hidden, channel_ids = states["hidden"].float(), states["channel_ids"]
-    weight = (channel_ids > 0).float()[:, :, None, None].to(hidden.device)
-    centred = ((hidden - hidden.mean(dim=2, keepdim=True)) * weight).flatten(2).cpu().numpy()
+    hidden, channel_ids = states["hidden"].float(), states["channel_ids"]  # both on the CPU
+    centred = patch_centred(hidden, channel_ids).flatten(2).numpy()
     n_filters = model.pool.spatial_filters.shape[0]
     csp = fit_csp(csp_compact(centred), labels, n_filters)
     filters = model.pool.spatial_filters
@@ -611,9 +611,9 @@ def _csp_samples(base: BiotokFoundation, depth: int, inputs: Inputs, epochs: Epo
     if key not in inputs.frozen_cache:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         model = BiotokClassifier.from_foundation(base.truncated(depth), epochs.classes, inputs.modality)
-        hidden = frozen_states(model.to(device).eval(), inputs, np.arange(len(epochs)))["hidden"].float()
-        # centred over patches: a channel's own embedding (the same at every patch) is not power
-        inputs.frozen_cache[key] = csp_compact((hidden - hidden.mean(dim=2, keepdim=True)).flatten(2).numpy())
+        states = frozen_states(model.to(device).eval(), inputs, np.arange(len(epochs)))
+        centred = patch_centred(states["hidden"].float(), states["channel_ids"])  # both on the CPU
+        inputs.frozen_cache[key] = csp_compact(centred.flatten(2).numpy())
     return inputs.frozen_cache[key]
 
 
