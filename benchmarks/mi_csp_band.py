@@ -1,0 +1,69 @@
+"""How much of CSP + LDA's motor-imagery score rests on its band-pass? (issue 17)
+
+The classical row (`finetune.classify._classical`, "csp_lda") filters the task's signal once more with a
+4th-order Butterworth 8-30 Hz (`sosfiltfilt`) before CSP (4 components, log variance) + LDA. This scores the
+same pipeline on the same leave-one-subject-out folds with other reasonable filters, subject by subject, to
+show which subjects' scores hold and which hang on the filter's edge.
+
+    python benchmarks/mi_csp_band.py --root ../shared/data/real --out docs/results/mi_csp_band.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from scipy import signal as sps
+
+from finetune.classify import csp_lda
+from finetune.classify_data import ClassifyTask, load_epochs
+from finetune.metrics import balanced_accuracy
+
+# (low Hz, high Hz, Butterworth order) per variant; None: the task's signal as the tokenizer sees it
+FILTERS: dict[str, tuple[float, float, int] | None] = {
+    "the task's signal as given (what the tokenizer encodes)": None,
+    "Butterworth 8-30 Hz, order 4 (the classical row)": (8.0, 30.0, 4),
+    "Butterworth 8-30 Hz, order 8": (8.0, 30.0, 8),
+    "Butterworth 10-30 Hz, order 4": (10.0, 30.0, 4),
+    "Butterworth 8-13 Hz, order 4": (8.0, 13.0, 4),
+    "Butterworth 13-30 Hz, order 4": (13.0, 30.0, 4),
+}
+
+
+def leave_one_subject_out(data: np.ndarray, labels: np.ndarray, subjects: np.ndarray) -> dict[str, float]:
+    """CSP + LDA balanced accuracy per held-out subject. `data`: (windows, channels, times)."""
+    scores = {}
+    for subject in sorted(set(subjects.tolist())):
+        test = subjects == subject
+        probabilities = csp_lda(data[~test], labels[~test], data[test])
+        scores[str(subject)] = balanced_accuracy(labels[test], probabilities.argmax(axis=1), 2)
+    return scores
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", required=True, help="the real recordings (eegbci/, eegbci-more/)")
+    parser.add_argument("--task", default="eegbci_mi_mu_nofrontal")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    epochs = load_epochs(ClassifyTask.load(args.task), args.root)
+    signal = epochs.data.astype(np.float64)
+    rows = {}
+    for name, band in FILTERS.items():
+        data = signal
+        if band is not None:
+            low, high, order = band
+            sos = sps.butter(order, (low, high), btype="bandpass", fs=epochs.sfreq, output="sos")
+            data = sps.sosfiltfilt(sos, signal, axis=-1)
+        per_subject = leave_one_subject_out(data, epochs.labels, epochs.subjects)
+        rows[name] = {"mean": float(np.mean(list(per_subject.values()))), "per_subject": per_subject}
+        shown = " ".join(f"{s} {v:.2f}" for s, v in per_subject.items())
+        print(f"{name}: {rows[name]['mean']:.3f} | {shown}", flush=True)
+    result = {"task": args.task, "sfreq": epochs.sfreq, "n_windows": len(epochs), "rows": rows}
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
