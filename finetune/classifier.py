@@ -116,6 +116,20 @@ class Readout(nn.Module):
         return self.head(self.pool(hidden, channel_ids))
 
 
+class TopBlocks(nn.Module):
+    """`model`'s blocks from `first` on, its final norm, pooling and head, reading the residual stream
+    below them `(B, C, P, d)` (`BiotokFoundation.lower_states`): what fine-tuning only the top blocks
+    trains, without running the frozen ones again every step. Shares `model`'s parameters."""
+
+    def __init__(self, model: BiotokClassifier, first: int):
+        super().__init__()
+        self.model, self.first = model, first
+
+    def forward(self, states: torch.Tensor, channel_ids: torch.Tensor) -> torch.Tensor:
+        hidden = self.model.foundation.encode_from(states, channel_ids, self.first)
+        return self.model.head(self.model.pool(hidden, channel_ids))
+
+
 class BiotokClassifier(PreTrainedModel):
     config_class = ClassifierConfig
     base_model_prefix = "classifier"

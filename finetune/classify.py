@@ -40,7 +40,7 @@ from data_prep.presets import get_preset, patchify
 from foundation.model import BiotokFoundation
 from tokenizer.model import BiotokTokenizer
 
-from .classifier import BiotokClassifier, Readout, block_depth, layer_decay_groups, patch_centred
+from .classifier import BiotokClassifier, Readout, TopBlocks, block_depth, layer_decay_groups, patch_centred
 from .classify_data import ClassifyTask, Epochs, group_folds, load_epochs
 from .metrics import balanced_accuracy, confusion_matrix, scores
 
@@ -526,15 +526,32 @@ def _neural(
     if not probe:
         for param in trainable:  # the foundation was frozen above for the probe stage or the CSP start
             param.requires_grad_(True)
+        first = 0  # the first block that trains
         if row != "from scratch" and args.train_blocks >= 0:
             n_layers = model.foundation.config.n_layers
             for name, param in model.named_parameters():
                 if block_depth(name, n_layers) <= n_layers - args.train_blocks:
                     param.requires_grad_(False)
+            first = max(0, n_layers - args.train_blocks)
         decay = 1.0 if row == "from scratch" else args.layer_decay
         groups = layer_decay_groups(model, args.lr, decay, args.weight_decay)
-        val_inputs = (inputs.for_model(model, val), val_labels) if len(val) else None
-        model = fit(model, inputs.for_model(model, train), labels, groups, args, seed, val_inputs)
+        if first > 0 and model.foundation.config.dropout == 0:
+            # the frozen blocks give the same states every epoch: computed once, only the top ones run
+            def below(index: np.ndarray) -> dict[str, torch.Tensor]:
+                model_inputs = inputs.for_model(model, index)
+                lower = functools.partial(
+                    model.foundation.lower_states, modality=model.config.modality, n_blocks=first
+                )
+                with torch.no_grad():
+                    states = in_batches(lower, model.device, model_inputs)
+                return {"states": states, "channel_ids": model_inputs["channel_ids"]}
+
+            val_inputs = (below(val), val_labels) if len(val) else None
+            fit(TopBlocks(model, first), below(train), labels, groups, args, seed, val_inputs)
+            model.eval()
+        else:
+            val_inputs = (inputs.for_model(model, val), val_labels) if len(val) else None
+            model = fit(model, inputs.for_model(model, train), labels, groups, args, seed, val_inputs)
     return predict(model, inputs.for_model(model, test)), model
 
 
@@ -756,10 +773,17 @@ def _summary(values: np.ndarray) -> dict:
 def merge_results(parts: list[dict]) -> dict:
     """One results dict from runs of one task that differ in seeds or rows: per label fraction and row,
     the seeds of every part (a seed in two parts is an error), confusion matrices summed, summaries
-    computed again over all folds and seeds."""
-    first = parts[0]
-    for part in parts[1:]:
+    computed again over all folds and seeds. A part with only the classical row joins parts of any
+    protocol (a CPU run's classical row beside a GPU run's strict neural rows)."""
+
+    def classical_only(part: dict) -> bool:  # its folds use no foundation, so any protocol's parts take it
+        return all(set(rows) <= {"classical"} for rows in rows_by_fraction(part).values())
+
+    first = next((part for part in parts if not classical_only(part)), parts[0])
+    for part in parts:
         for key in ("n_epochs", "protocol", "classes"):
+            if key == "protocol" and classical_only(part):
+                continue
             if part["task"]["name"] != first["task"]["name"] or part.get(key) != first.get(key):
                 raise ConfigError(
                     "merge", f"parts differ in task or {key}: {first.get(key)} vs {part.get(key)}"

@@ -206,22 +206,67 @@ class BiotokFoundation(PreTrainedModel):
         mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Hidden states `(B, C, P, d)`; positions where `mask` `(B, C, P)` is True see the mask embedding."""
-        x = self._inputs(codes, patches, modality)
+        x = self._embedded(channel_ids, modality, codes, patches, mask)
+        return self.encode_from(x, channel_ids, first=0)
+
+    def lower_states(
+        self,
+        channel_ids: torch.Tensor,
+        modality: str,
+        n_blocks: int,
+        codes: torch.Tensor | None = None,
+        patches: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The residual stream `(B, C, P, d)` after the first `n_blocks` blocks, before the final norm:
+        `encode_from(states, channel_ids, n_blocks)` gives `encode`'s states from it. Fine-tuning only
+        the blocks above computes it once (the model has no dropout, so frozen blocks give the same states
+        every epoch)."""
+        x = self._embedded(channel_ids, modality, codes, patches, None)
         b, c, p, d = x.shape
+        attend = self._attention(channel_ids, p)
+        x = x.reshape(b, c * p, d)
+        for index, block in enumerate(self.encoder.blocks[:n_blocks]):
+            x = block(x, attend, False, None, index)
+        return x.view(b, c, p, d)
+
+    def encode_from(self, states: torch.Tensor, channel_ids: torch.Tensor, first: int) -> torch.Tensor:
+        """Blocks `first`... and the final norm on `states` `(B, C, P, d)`, the residual stream before
+        block `first` (`first` 0: the embedded input): hidden states `(B, C, P, d)`."""
+        b, c, p, d = states.shape
+        attend = self._attention(channel_ids, p)
+        return self.encoder(states.reshape(b, c * p, d), attend, first=first).view(b, c, p, d)
+
+    def _embedded(
+        self,
+        channel_ids: torch.Tensor,
+        modality: str,
+        codes: torch.Tensor | None,
+        patches: torch.Tensor | None,
+        mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """The first block's input `(B, C, P, d)`: codes or patches embedded, with the channel, time and
+        modality embeddings added."""
+        x = self._inputs(codes, patches, modality)
+        p = x.shape[2]
         if p > self.config.max_patches:
             raise ValueError(f"{p} patches per channel exceed max_patches={self.config.max_patches}")
         if mask is not None:
             x = torch.where(mask[..., None], self.mask_embed.to(x.dtype), x)
-        x = (
+        return (
             x
             + channel_vectors(self, channel_ids)[:, :, None]
             + self.time_embed.weight[:p][None, None]
             + self.modality_embed.weight[self.modality_names.index(modality)]
         )
-        attend = (channel_ids > 0)[:, :, None].expand(b, c, p).reshape(b, 1, 1, c * p)
+
+    def _attention(self, channel_ids: torch.Tensor, n_patches: int) -> torch.Tensor:
+        """Which keys every position attends to `(B, 1, 1, C x P)` (True: attend; padding channels not),
+        or with `spatial_bias` the additive mask `(B, heads, C x P, C x P)`."""
+        b, c = channel_ids.shape
+        attend = (channel_ids > 0)[:, :, None].expand(b, c, n_patches).reshape(b, 1, 1, c * n_patches)
         if self.config.spatial_bias:
-            attend = self.spatial_attention_bias(channel_ids, p, attend)
-        return self.encoder(x.reshape(b, c * p, d), attend).view(b, c, p, d)
+            attend = self.spatial_attention_bias(channel_ids, n_patches, attend)
+        return attend
 
     def spatial_attention_bias(
         self, channel_ids: torch.Tensor, n_patches: int, attend: torch.Tensor

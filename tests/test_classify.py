@@ -12,8 +12,8 @@ import torch
 
 from data_prep.errors import BiosignalError, ConfigError
 from data_prep.presets import patchify
-from finetune.classifier import BiotokClassifier, Head, Pool, Readout, layer_decay_groups
-from finetune.classify import ClassifyArgs, csp_lda, fit, run
+from finetune.classifier import BiotokClassifier, Head, Pool, Readout, TopBlocks, layer_decay_groups
+from finetune.classify import ClassifyArgs, csp_lda, fit, merge_results, run
 from finetune.classify_data import ClassifyTask, group_folds, load_epochs
 from finetune.metrics import balanced_accuracy, cohen_kappa, confusion_matrix, roc_auc
 from foundation.config import FoundationConfig
@@ -414,6 +414,16 @@ def test_label_fractions_keep_part_of_every_training_subjects_labels(real, tmp_p
     assert (tmp_path / "merged" / "table.md").read_text() == (tmp_path / "both" / "table.md").read_text()
     with pytest.raises(ConfigError, match=r"seeds \[1\] twice"):
         run(ClassifyArgs(merge=f"{tmp_path / 'both'},{tmp_path / 'seed1'}", out=str(tmp_path / "bad")))
+    # a classical-only part joins neural parts of another protocol; two neural parts of different protocols
+    # do not merge
+    neural = json.loads(
+        (tmp_path / "seed1" / "results.json").read_text().replace('"classical"', '"from scratch"')
+    )
+    neural["protocol"] = "strict"
+    joined = merge_results([json.loads((tmp_path / "eff" / "results.json").read_text()), neural])
+    assert joined["protocol"] == "strict" and set(joined["rows"]) == {"classical", "from scratch"}
+    with pytest.raises(ConfigError, match="differ in task or protocol"):
+        merge_results([neural, {**neural, "protocol": "transductive"}])
 
 
 def test_csp_lda_reads_the_mu_and_beta_bands():
@@ -644,6 +654,22 @@ def test_train_blocks_fine_tunes_only_the_top_of_the_pretrained_network(foundati
             assert moved or not name.endswith("weight"), name  # a bias may start and stay at 0
         elif name.startswith(("encoder.blocks.", "code_embed", "channel_embed")):
             assert not moved, name
+    # the frozen blocks ran once: the top block on the stream below it gives the whole network's logits and
+    # the trained weights' gradients
+    model_inputs = inputs.for_model(model, train)
+    states = model.foundation.lower_states(
+        model_inputs["channel_ids"], model.config.modality, last, codes=model_inputs["codes"]
+    )
+    gradients = []
+    for logits in (
+        model(**model_inputs),
+        TopBlocks(model, last)(states.detach(), model_inputs["channel_ids"]),
+    ):
+        model.zero_grad()
+        logits.logsumexp(dim=-1).sum().backward()
+        gradients.append(model.foundation.encoder.blocks[last].mlp[0].weight.grad.clone())
+        assert torch.allclose(logits, model(**model_inputs), atol=1e-5)
+    assert gradients[0].abs().sum() > 0 and torch.allclose(*gradients, atol=1e-5)
     _, scratch = _neural("from scratch", base, inputs, epochs, train, test, args, seed=0)
     assert all(p.requires_grad for p in scratch.foundation.parameters())
 
