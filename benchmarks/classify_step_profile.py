@@ -23,8 +23,8 @@ import torch
 from accelerate import Accelerator
 
 from core.training import lr_lambda
-from finetune.classifier import BiotokClassifier, layer_decay_groups
-from finetune.classify import ClassifyArgs, fit, train_step
+from finetune.classifier import BiotokClassifier, TopBlocks, block_depth, layer_decay_groups
+from finetune.classify import ClassifyArgs, fit, top_block_inputs, train_step
 from foundation.config import FoundationConfig
 from foundation.model import BiotokFoundation
 from tokenizer.config import TokenizerConfig
@@ -124,6 +124,12 @@ def main() -> None:
     parser.add_argument(
         "--fit_cuda_graphs", action="store_true", help="also time fit with --cuda_graphs, two fresh models"
     )
+    parser.add_argument(
+        "--fit_train_blocks",
+        type=int,
+        default=0,
+        help="also time fit as --train_blocks N trains (the frozen blocks' output computed once)",
+    )
     parser.add_argument("--out", default="docs/results/classify_step_profile.json")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -155,19 +161,29 @@ def main() -> None:
     inputs = {"channel_ids": channel_ids[index].cpu(), "codes": codes[index].cpu()}
     precision = "bf16" if device.type == "cuda" else "no"
     n_steps = epochs * -(-n_windows // args.batch_size)
-    runs = [("fit", False)]
+    runs = [("fit", False, 0)]
     if device.type == "cuda" and args.fit_cuda_graphs:
-        runs += [("fit_cuda_graphs", True), ("fit_cuda_graphs_next_fold", True)]
-    for name, graphs in runs:
+        runs += [("fit_cuda_graphs", True, 0), ("fit_cuda_graphs_next_fold", True, 0)]
+    if args.fit_train_blocks:  # `--train_blocks N`: the frozen blocks run once, the top N every step
+        runs += [(f"fit_train_blocks_{args.fit_train_blocks}", False, args.fit_train_blocks)]
+        if device.type == "cuda" and args.fit_cuda_graphs:
+            runs += [(f"fit_train_blocks_{args.fit_train_blocks}_cuda_graphs", True, args.fit_train_blocks)]
+    for name, graphs, train_blocks in runs:
         fold_model = BiotokClassifier.from_foundation(
             foundation, ["left", "right"], "eeg", args.pooling, args.n_channels
-        )
+        ).to(device)
         fit_args = ClassifyArgs(
             epochs=epochs, batch_size=args.batch_size, mixed_precision=precision, cuda_graphs=graphs
         )
         start = time.perf_counter()
+        fit_module, fit_inputs = fold_model, inputs
+        if train_blocks:  # as classify's fine-tuned row freezes and caches (the lower states' pass is timed)
+            first = config.n_layers - train_blocks
+            for param_name, param in fold_model.named_parameters():
+                param.requires_grad_(block_depth(param_name, config.n_layers) > first)
+            fit_module, fit_inputs = TopBlocks(fold_model, first), top_block_inputs(fold_model, inputs, first)
         groups = layer_decay_groups(fold_model, 5e-4, 0.75, 0.05)
-        fit(fold_model, inputs, labels[index].cpu(), groups, fit_args, 0)
+        fit(fit_module, fit_inputs, labels[index].cpu(), groups, fit_args, 0)
         if device.type == "cuda":
             torch.cuda.synchronize()
         result[f"{name}_s"] = time.perf_counter() - start

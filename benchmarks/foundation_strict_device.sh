@@ -12,7 +12,8 @@
 #                     SHIP_STEPS, default 3000 as the fold groups), then starts the classify queue "main"
 #   PHASE=queue       starts one more classify queue, QNAME, beside the others (its own settings, below)
 #   PHASE=profile     pretrained_models/tokenizer-small travels: issue 19's classify step profile, with fit
-#                     timed eager and with --cuda_graphs on two fresh models ($OUT/classify_step_fit.json)
+#                     timed eager and with --cuda_graphs on two fresh models, and as --train_blocks 2 trains
+#                     (the frozen blocks run once; $OUT/classify_step_fit.json)
 #   PHASE=wait        waits for every queue and the ship run (at most BUDGET s) and packs /tmp/w/out into
 #                     $OUT/results.tgz, and the shipped model, once saved, into $OUT/ship.tgz.part-aa, -ab
 #   PHASE=models      packs the fold-group models (final/ and logs, not checkpoints) into $OUT/folds.tgz.part-*
@@ -85,6 +86,7 @@ models)
     ;;
 profile)
     PYTHONPATH=/tmp/site:$PWD python benchmarks/classify_step_profile.py --fit_epochs 30 --fit_cuda_graphs \
+        --fit_train_blocks 2 \
         --compile --compile_mode reduce-overhead --out "$OUT/classify_step_fit.json"
     ;;
 wait)

@@ -538,13 +538,7 @@ def _neural(
         if first > 0 and model.foundation.config.dropout == 0:
             # the frozen blocks give the same states every epoch: computed once, only the top ones run
             def below(index: np.ndarray) -> dict[str, torch.Tensor]:
-                model_inputs = inputs.for_model(model, index)
-                lower = functools.partial(
-                    model.foundation.lower_states, modality=model.config.modality, n_blocks=first
-                )
-                with torch.no_grad():
-                    states = in_batches(lower, model.device, model_inputs)
-                return {"states": states, "channel_ids": model_inputs["channel_ids"]}
+                return top_block_inputs(model, inputs.for_model(model, index), first)
 
             val_inputs = (below(val), val_labels) if len(val) else None
             fit(TopBlocks(model, first), below(train), labels, groups, args, seed, val_inputs)
@@ -553,6 +547,17 @@ def _neural(
             val_inputs = (inputs.for_model(model, val), val_labels) if len(val) else None
             model = fit(model, inputs.for_model(model, train), labels, groups, args, seed, val_inputs)
     return predict(model, inputs.for_model(model, test)), model
+
+
+def top_block_inputs(
+    model: BiotokClassifier, model_inputs: dict[str, torch.Tensor], first: int
+) -> dict[str, torch.Tensor]:
+    """`TopBlocks(model, first)`'s inputs for windows given as `model`'s inputs: the residual stream
+    `(n, C, P, d)` after the frozen blocks below `first`, computed once, and the channel ids."""
+    lower = functools.partial(model.foundation.lower_states, modality=model.config.modality, n_blocks=first)
+    with torch.no_grad():
+        states = in_batches(lower, model.device, model_inputs)
+    return {"states": states, "channel_ids": model_inputs["channel_ids"]}
 
 
 def csp_init_readout(model: BiotokClassifier, states: dict[str, torch.Tensor], labels: np.ndarray) -> None:
