@@ -5,8 +5,9 @@ layer-wise groups, bf16 autocast, gradient clipping; batch 32 of 45 channels x 4
 motor-imagery task's shape) timed as `fit` runs it, then profiled: kernels launched per step, the GPU's
 busy time per step against the step's wall time (busy << wall: the host's launches bound it), the
 same step with the model compiled (`torch.compile`), and with the clipping and AdamW update compiled too
-(`compiled_update_*`: one graph instead of a launch per layer-wise group). Codes are random: the cost does
-not depend on them.
+(`compiled_update_*`: one graph instead of a launch per layer-wise group). `--fit_train_blocks N` also
+times `fit` as `--train_blocks N` trains (the frozen blocks' output computed once, `TopBlocks` every step).
+Codes are random: the cost does not depend on them.
 
     python benchmarks/classify_step_profile.py --tokenizer pretrained_models/tokenizer-small \
         --out docs/results/classify_step_profile.json
