@@ -22,8 +22,8 @@ from finetune.classify_data import ClassifyTask, load_epochs
 from finetune.metrics import balanced_accuracy
 
 # (low Hz, high Hz, Butterworth order (0: none), seconds cut from each end after filtering) per variant; None: the
-# task's signal as the tokenizer sees it. The cut ones ask whether a score comes from the filter's transients
-# at the window's edges rather than from the imagery
+# task's signal as the tokenizer sees it. The cut ones ask what the window's ends do to a score (the
+# per-window filter's transients, or what the first and last 0.5 s after the cue hold)
 FILTERS: dict[str, tuple[float, float, int, float] | None] = {
     "the task's signal as given (what the tokenizer encodes)": None,
     "the task's signal as given, 0.5 s cut from each end": (0.0, 0.0, 0, 0.5),
