@@ -24,8 +24,8 @@ import torch
 from accelerate import Accelerator
 
 from core.training import lr_lambda
-from finetune.classifier import BiotokClassifier, TopBlocks, block_depth, layer_decay_groups
-from finetune.classify import ClassifyArgs, fit, top_block_inputs, train_step
+from finetune.classifier import BiotokClassifier, TopBlocks, layer_decay_groups
+from finetune.classify import ClassifyArgs, fit, freeze_lower_blocks, frozen_states, train_step
 from foundation.config import FoundationConfig
 from foundation.model import BiotokFoundation
 from tokenizer.config import TokenizerConfig
@@ -179,10 +179,11 @@ def main() -> None:
         start = time.perf_counter()
         fit_module, fit_inputs = fold_model, inputs
         if train_blocks:  # as classify's fine-tuned row freezes and caches (the lower states' pass is timed)
-            first = config.n_layers - train_blocks
-            for param_name, param in fold_model.named_parameters():
-                param.requires_grad_(block_depth(param_name, config.n_layers) > first)
-            fit_module, fit_inputs = TopBlocks(fold_model, first), top_block_inputs(fold_model, inputs, first)
+            first = freeze_lower_blocks(fold_model, train_blocks)
+            fit_module, fit_inputs = (
+                TopBlocks(fold_model, first),
+                frozen_states(fold_model, inputs, below=first),
+            )
         groups = layer_decay_groups(fold_model, 5e-4, 0.75, 0.05)
         fit(fit_module, fit_inputs, labels[index].cpu(), groups, fit_args, 0)
         if device.type == "cuda":

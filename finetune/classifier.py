@@ -118,16 +118,16 @@ class Readout(nn.Module):
 
 class TopBlocks(nn.Module):
     """`model`'s blocks from `first` on, its final norm, pooling and head, reading the residual stream
-    below them `(B, C, P, d)` (`BiotokFoundation.lower_states`): what fine-tuning only the top blocks
+    below them `(B, C, P, d)` (`frozen_states(model, ..., below=first)`): what fine-tuning only the top blocks
     trains, without running the frozen ones again every step. Shares `model`'s parameters."""
 
     def __init__(self, model: BiotokClassifier, first: int):
         super().__init__()
         self.model, self.first = model, first
 
-    def forward(self, states: torch.Tensor, channel_ids: torch.Tensor) -> torch.Tensor:
-        hidden = self.model.foundation.encode_from(states, channel_ids, self.first)
-        return self.model.head(self.model.pool(hidden, channel_ids))
+    def forward(self, hidden: torch.Tensor, channel_ids: torch.Tensor) -> torch.Tensor:
+        states = self.model.foundation.encode_from(hidden, channel_ids, self.first)
+        return self.model.head(self.model.pool(states, channel_ids))
 
 
 class BiotokClassifier(PreTrainedModel):

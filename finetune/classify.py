@@ -514,31 +514,25 @@ def _neural(
     probe = "linear probe" in row
     if probe or args.probe_first or args.csp_init:
         model.foundation.requires_grad_(False).eval()
-        train_states = frozen_states(model, inputs, train)  # once, for the CSP start and the probe's fit
+        train_states = frozen_states(model, inputs.for_model(model, train))  # for the CSP start and the probe
         if args.csp_init:
             csp_init_readout(model, train_states, epochs.labels[train])
     if probe or args.probe_first:
         readout = Readout(model.pool, model.head)
         groups = [{"params": list(readout.parameters()), "lr": args.probe_lr}]
-        val_states = (frozen_states(model, inputs, val), val_labels) if len(val) else None
+        val_states = (frozen_states(model, inputs.for_model(model, val)), val_labels) if len(val) else None
         readout = fit(readout, train_states, labels, groups, args, seed, val_states)
         model.pool, model.head = readout.pool, readout.head
     if not probe:
         for param in trainable:  # the foundation was frozen above for the probe stage or the CSP start
             param.requires_grad_(True)
-        first = 0  # the first block that trains
-        if row != "from scratch" and args.train_blocks >= 0:
-            n_layers = model.foundation.config.n_layers
-            for name, param in model.named_parameters():
-                if block_depth(name, n_layers) <= n_layers - args.train_blocks:
-                    param.requires_grad_(False)
-            first = max(0, n_layers - args.train_blocks)
+        first = 0 if row == "from scratch" else freeze_lower_blocks(model, args.train_blocks)
         decay = 1.0 if row == "from scratch" else args.layer_decay
         groups = layer_decay_groups(model, args.lr, decay, args.weight_decay)
         if first > 0 and model.foundation.config.dropout == 0:
             # the frozen blocks give the same states every epoch: computed once, only the top ones run
             def below(index: np.ndarray) -> dict[str, torch.Tensor]:
-                return top_block_inputs(model, inputs.for_model(model, index), first)
+                return frozen_states(model, inputs.for_model(model, index), below=first)
 
             val_inputs = (below(val), val_labels) if len(val) else None
             fit(TopBlocks(model, first), below(train), labels, groups, args, seed, val_inputs)
@@ -547,17 +541,6 @@ def _neural(
             val_inputs = (inputs.for_model(model, val), val_labels) if len(val) else None
             model = fit(model, inputs.for_model(model, train), labels, groups, args, seed, val_inputs)
     return predict(model, inputs.for_model(model, test)), model
-
-
-def top_block_inputs(
-    model: BiotokClassifier, model_inputs: dict[str, torch.Tensor], first: int
-) -> dict[str, torch.Tensor]:
-    """`TopBlocks(model, first)`'s inputs for windows given as `model`'s inputs: the residual stream
-    `(n, C, P, d)` after the frozen blocks below `first`, computed once, and the channel ids."""
-    lower = functools.partial(model.foundation.lower_states, modality=model.config.modality, n_blocks=first)
-    with torch.no_grad():
-        states = in_batches(lower, model.device, model_inputs)
-    return {"states": states, "channel_ids": model_inputs["channel_ids"]}
 
 
 def csp_init_readout(model: BiotokClassifier, states: dict[str, torch.Tensor], labels: np.ndarray) -> None:
@@ -586,15 +569,33 @@ def csp_init_readout(model: BiotokClassifier, states: dict[str, torch.Tensor], l
         model.head.linear.bias.copy_(torch.as_tensor(intercept))
 
 
-def frozen_states(model: BiotokClassifier, inputs: Inputs, index: np.ndarray) -> dict[str, torch.Tensor]:
-    """The frozen foundation's patch states `(n, C, P, d)` of windows `index` and their channel ids,
-    computed once: what a probe's pooling and head train on."""
-    encode = functools.partial(model.foundation.encode, modality=model.config.modality)
-    model_inputs = inputs.for_model(model, index)
-    return {
-        "hidden": in_batches(encode, model.device, model_inputs),
-        "channel_ids": model_inputs["channel_ids"],
-    }
+def frozen_states(
+    model: BiotokClassifier, model_inputs: dict[str, torch.Tensor], below: int = 0
+) -> dict[str, torch.Tensor]:
+    """The frozen foundation's patch states `(n, C, P, d)` of windows given as `model`'s inputs and their
+    channel ids, computed once: what a probe's pooling and head train on; with `below` > 0 the residual
+    stream before block `below` instead, what `TopBlocks(model, below)` trains on."""
+    if below > 0:
+        encode = functools.partial(
+            model.foundation.lower_states, modality=model.config.modality, n_blocks=below
+        )
+    else:
+        encode = functools.partial(model.foundation.encode, modality=model.config.modality)
+    with torch.no_grad():
+        hidden = in_batches(encode, model.device, model_inputs)
+    return {"hidden": hidden, "channel_ids": model_inputs["channel_ids"]}
+
+
+def freeze_lower_blocks(model: BiotokClassifier, train_blocks: int) -> int:
+    """`--train_blocks`: freeze the embeddings and every block below the last `train_blocks` (-1: none
+    frozen). Returns the first block that trains (0 when nothing below the blocks is cached)."""
+    if train_blocks < 0:
+        return 0
+    n_layers = model.foundation.config.n_layers
+    for name, param in model.named_parameters():
+        if block_depth(name, n_layers) <= n_layers - train_blocks:
+            param.requires_grad_(False)
+    return max(0, n_layers - train_blocks)
 
 
 def _csp_probe(
@@ -633,7 +634,8 @@ def _csp_samples(base: BiotokFoundation, depth: int, inputs: Inputs, epochs: Epo
     if key not in inputs.frozen_cache:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         model = BiotokClassifier.from_foundation(base.truncated(depth), epochs.classes, inputs.modality)
-        states = frozen_states(model.to(device).eval(), inputs, np.arange(len(epochs)))
+        model = model.to(device).eval()
+        states = frozen_states(model, inputs.for_model(model, np.arange(len(epochs))))
         centred = patch_centred(states["hidden"].float(), states["channel_ids"])  # both on the CPU
         inputs.frozen_cache[key] = csp_compact(centred.flatten(2).numpy())
     return inputs.frozen_cache[key]
