@@ -18,7 +18,7 @@ import numpy as np
 from scipy import signal as sps
 
 from finetune.classify import csp_lda
-from finetune.classify_data import ClassifyTask, load_epochs
+from finetune.classify_data import ClassifyTask, group_folds, load_epochs
 from finetune.metrics import balanced_accuracy
 
 # (low Hz, high Hz, Butterworth order (0: none), seconds cut from the start and from the end after filtering)
@@ -42,10 +42,9 @@ FILTERS: dict[str, tuple[float, float, int, float, float] | None] = {
 def leave_one_subject_out(data: np.ndarray, labels: np.ndarray, subjects: np.ndarray) -> dict[str, float]:
     """CSP + LDA balanced accuracy per held-out subject. `data`: (windows, channels, times)."""
     scores = {}
-    for subject in sorted(set(subjects.tolist())):
-        test = subjects == subject
-        probabilities = csp_lda(data[~test], labels[~test], data[test])
-        scores[str(subject)] = balanced_accuracy(labels[test], probabilities.argmax(axis=1), 2)
+    for train, test in group_folds(subjects):  # the classify command's folds
+        probabilities = csp_lda(data[train], labels[train], data[test])
+        scores[str(subjects[test][0])] = balanced_accuracy(labels[test], probabilities.argmax(axis=1), 2)
     return scores
 
 
