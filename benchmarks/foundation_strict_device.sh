@@ -16,6 +16,10 @@
 #                     (the frozen blocks run once; $OUT/classify_step_fit.json)
 #   PHASE=wait        waits for every queue and the ship run (at most BUDGET s) and packs /tmp/w/out into
 #                     $OUT/results.tgz, and the shipped model, once saved, into $OUT/ship.tgz.part-aa, -ab
+#   PHASE=stage       STAGE (a git-ignored folder named in carry) holds any of codes/, models/tied/{a,b}/ and
+#                     repo/pretrained_models/tokenizer-small/: copies the code to /tmp/w/repo and STAGE's folders
+#                     into /tmp/w, so that fold-group models made earlier (PHASE=models) run new queues without
+#                     pretraining again; one call per folder where they would pass 64 MiB together
 #   PHASE=models      packs the fold-group models (final/ and logs, not checkpoints) into $OUT/folds.tgz.part-*
 #                     (15 MB parts, ~55 MB in all: its own call, as the returned files are capped at 64 MiB a
 #                     call), so that CPU-bound readouts of them (the CSP probe's depth search) can run here
@@ -33,7 +37,8 @@
 set -uo pipefail
 W=${W:-/tmp/w}  # a local dry run may point it elsewhere
 mkdir -p $W
-[ -d /tmp/site ] || python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl-dev/*.whl
+# WHEELS: the folder of wheels that travelled (.devdata/whl-slim, without datasets, serves the classify queues)
+[ -d /tmp/site ] || python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "${WHEELS:-.whl-dev}"/*.whl
 export PYTHONUNBUFFERED=1
 # the copied code, and the tokenizer whose codebooks start the code embeddings (phases start and queue)
 export PYTHONPATH=/tmp/site:$W/repo CODE_INIT=$W/repo/pretrained_models/tokenizer-small
@@ -76,6 +81,12 @@ start)
     ls $W/models/tied/*
     start_queue main
     ;;
+stage)
+    mkdir -p $W/repo $W/out
+    cp -r benchmarks biotok core data_prep finetune foundation tokenizer pyproject.toml $W/repo/
+    cp -r "$STAGE"/. $W/
+    find $W -maxdepth 4 -name '*.safetensors' | sort
+    ;;
 queue)
     cd $W/repo
     start_queue "$QNAME"
@@ -109,7 +120,7 @@ wait)
     ls -la "$OUT"
     ;;
 *)
-    echo "PHASE must be data, profile, start, queue, wait or models" >&2
+    echo "PHASE must be data, profile, start, stage, queue, wait or models" >&2
     exit 2
     ;;
 esac
