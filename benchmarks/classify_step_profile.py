@@ -6,7 +6,8 @@ motor-imagery task's shape) timed as `fit` runs it, then profiled: kernels launc
 busy time per step against the step's wall time (busy << wall: the host's launches bound it), the
 same step with the model compiled (`torch.compile`), and with the clipping and AdamW update compiled too
 (`compiled_update_*`: one graph instead of a launch per layer-wise group). `--fit_train_blocks N` also
-times `fit` as `--train_blocks N` trains (the frozen blocks' output computed once, `TopBlocks` every step).
+times `fit` as `--train_blocks N` trains (the frozen blocks' output computed once, `TopBlocks` every step)
+and profiles that step (`train_blocks_*`: eager, and with the compiled-optimizer recipe).
 Codes are random: the cost does not depend on them.
 
     python benchmarks/classify_step_profile.py --tokenizer pretrained_models/tokenizer-small \
@@ -31,13 +32,14 @@ from foundation.model import BiotokFoundation
 from tokenizer.config import TokenizerConfig
 
 
-def make_step(model, optimizer, accelerator, update=None):
-    """`fit`'s step (`train_step`) on one fixed batch, every row weighing 1."""
+def make_step(model, optimizer, accelerator, update=None, names=("channel_ids", "codes")):
+    """`fit`'s step (`train_step`) on one fixed batch `(*inputs, labels)`, the inputs named `names` as
+    `model` reads them, every row weighing 1."""
 
-    def step(channel_ids, codes, labels):
-        batch = {"channel_ids": channel_ids, "codes": codes}
+    def step(*batch):
+        *inputs, labels = batch
         weight = torch.ones_like(labels, dtype=torch.float)
-        return train_step(accelerator, model, optimizer, batch, labels, weight, update)
+        return train_step(accelerator, model, optimizer, dict(zip(names, inputs)), labels, weight, update)
 
     return step
 
@@ -197,12 +199,13 @@ def main() -> None:
     optimizer = torch.optim.AdamW(groups, fused=device.type == "cuda" or None)
     model, optimizer = accelerator.prepare(model.train(), optimizer)
 
-    def measure(name: str, make, compiled: bool = True) -> None:
-        """Time and profile the step `make()` builds into result[name_*]; a failed compile is a result too."""
+    def measure(name: str, make, compiled: bool = True, step_batch: tuple = batch) -> None:
+        """Time and profile the step `make()` builds on `step_batch` into result[name_*]; a failed compile is
+        a result too."""
         try:
             step = make()
-            result[f"{name}_s_per_step"] = timed(step, batch, args.steps, device)
-            profile = profiled(step, batch, 5, device)
+            result[f"{name}_s_per_step"] = timed(step, step_batch, args.steps, device)
+            profile = profiled(step, step_batch, 5, device)
             print(profile.pop("top"))
             result.update({f"{name}_{k}": v for k, v in profile.items()})
         except Exception as error:
@@ -227,6 +230,31 @@ def main() -> None:
             return make_step(compiled_model, own_optimizer, accelerator, update)
 
         measure("compiled_optimizer", recipe)
+    if args.fit_train_blocks:  # the step `--train_blocks N` repeats: the top N blocks on cached states
+        top_model = BiotokClassifier.from_foundation(
+            foundation, ["left", "right"], "eeg", args.pooling, args.n_channels
+        ).to(device)
+        first = freeze_lower_blocks(top_model, args.fit_train_blocks)
+        states = frozen_states(top_model, {"channel_ids": channel_ids, "codes": codes}, below=first)
+        top = TopBlocks(top_model, first).train()
+        top_batch = (states["hidden"], states["channel_ids"], labels)
+        top_groups = layer_decay_groups(top_model, 5e-4, 0.75, 0.05)
+        top_optimizer = torch.optim.AdamW(top_groups, fused=device.type == "cuda" or None)
+        top, top_optimizer = accelerator.prepare(top, top_optimizer)
+        names = ("hidden", "channel_ids")
+
+        measure(
+            "train_blocks_eager",
+            lambda: make_step(top, top_optimizer, accelerator, names=names),
+            compiled=False,
+            step_batch=top_batch,
+        )
+
+        def top_recipe():  # PyTorch's compiled-optimizer recipe on the top blocks' groups
+            own_optimizer, update = compiled_optimizer(top_groups, device, 3 + args.steps + 5)
+            return make_step(top, own_optimizer, accelerator, update, names=names)
+
+        measure("train_blocks_compiled_optimizer", top_recipe, step_batch=top_batch)
     print(json.dumps(result, indent=1))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
