@@ -3,7 +3,9 @@
 Issue 17's foundation rows sit at chance on EEGBCI left/right imagery while CSP + LDA on the signal reaches
 0.573. If CSP + LDA on the signal decoded from the codes (1, 2, 4, 8 RVQ levels, and the unquantised
 latents) stays near 0.573, the codes hold the lateralised mu/beta power and the foundation model fails to
-read it; if it falls to chance, the tokenizer loses it before any pretraining. Same folds as
+read it; if it falls to chance, the tokenizer loses it before any pretraining. `--matched_noise` adds the
+signal plus white noise at each level's SNR: whether the quantiser's error hides what CSP reads more (or
+less) than structureless noise of the same size would. Same folds as
 `biotok finetune classify` (leave one subject out over the 11 subjects), same classical pipeline.
 
     python benchmarks/mi_from_codes.py --root ../shared/data/real --tokenizer pretrained_models/tokenizer-small \
@@ -57,6 +59,16 @@ def csp_lda(epochs: Epochs, data: np.ndarray, folds: list) -> dict:
     return {"mean": float(np.mean(scores)), "std": float(np.std(scores)), "folds": scores}
 
 
+def with_white_noise(data: np.ndarray, snr_db: float, seed: int) -> np.ndarray:
+    """`data` `(N, C, T)` plus Gaussian noise independent across windows, channels and samples, each
+    window-channel's noise power its own power / 10^(snr_db / 10): a codec's error with no structure, to
+    tell what the quantiser's error does to CSP from what its size alone does."""
+    rng = np.random.default_rng(seed)
+    power = (data.astype(np.float64) ** 2).mean(axis=-1, keepdims=True)
+    noise = rng.standard_normal(data.shape) * np.sqrt(power / 10 ** (snr_db / 10))
+    return (data + noise).astype(data.dtype)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", default="../shared/data/real")
@@ -64,6 +76,11 @@ def main() -> None:
     parser.add_argument("--task", default="eegbci_mi")
     parser.add_argument("--levels", default="1,2,4,8")
     parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument(
+        "--matched_noise",
+        action="store_true",
+        help="also CSP + LDA on the signal plus white noise at each level's SNR (independent across channels)",
+    )
     parser.add_argument("--out", default="docs/results/mi_from_codes.json")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -77,6 +94,15 @@ def main() -> None:
     for name, data in decoded.items():
         snr = reconstruction_metrics(torch.from_numpy(epochs.data), torch.from_numpy(data))["snr_db"]
         rows[name] = {"snr_db": snr, **csp_lda(epochs, data, folds)}
+        if args.matched_noise and name != "continuous":
+            noisy = with_white_noise(epochs.data, snr, seed=0)
+            noisy_snr = reconstruction_metrics(torch.from_numpy(epochs.data), torch.from_numpy(noisy))[
+                "snr_db"
+            ]
+            rows[f"signal + white noise at the SNR of {name}"] = {
+                "snr_db": noisy_snr,
+                **csp_lda(epochs, noisy, folds),
+            }
     result = {
         "task": task.name,
         "tokenizer": args.tokenizer,
