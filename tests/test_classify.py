@@ -76,6 +76,30 @@ def test_band_limited_motor_imagery_keeps_the_trials_and_drops_the_slow_band(rea
     ]
 
 
+def test_mid_window_task_cuts_the_same_trials_without_their_ends(real):
+    # eegbci_mi_mu_nofrontal_mid: the same trials at 0.5-3.5 s after the cue (the cue's onset and the trial's
+    # end hide one subject's imagery, docs/BENCHMARKS.md): each window is the 0-4 s window's middle 3 s
+    from data_prep.corpus import read_source
+    from data_prep.presets import get_preset, preprocess
+    from finetune.classify_data import _cut
+
+    whole, mid = ClassifyTask.load("eegbci_mi_mu_nofrontal"), ClassifyTask.load("eegbci_mi_mu_nofrontal_mid")
+    assert (
+        (mid.tmin, mid.tmax) == (0.5, 3.5) and mid.channels == whole.channels and mid.preset == whole.preset
+    )
+    preset = get_preset(mid.preset)
+    source = mid.source_specs[0]
+    rec = preprocess(read_source(real / "eegbci" / "S001R04.edf", source, "eeg", "S001R04.edf"), preset)
+    rec = rec.pick(mid.channels)
+    cut = round(0.5 * preset.sfreq)
+    whole_windows = _cut(rec, source, whole, round(4.0 * preset.sfreq))
+    mid_windows = _cut(rec, source, mid, round(3.0 * preset.sfreq))
+    assert len(mid_windows) == len(whole_windows) == 15
+    for (window, label), (full, full_label) in zip(mid_windows, whole_windows):
+        assert label == full_label and window.shape[-1] == 3 * preset.patch_len
+        np.testing.assert_array_equal(window, full[:, cut:-cut])
+
+
 def test_metrics_match_scikit_learn():
     metrics = pytest.importorskip("sklearn.metrics")
     rng = np.random.default_rng(0)
