@@ -5,7 +5,8 @@ Issue 17's foundation rows sit at chance on EEGBCI left/right imagery while CSP 
 latents) stays near 0.573, the codes hold the lateralised mu/beta power and the foundation model fails to
 read it; if it falls to chance, the tokenizer loses it before any pretraining. `--matched_noise` adds the
 signal plus white noise at each level's SNR: whether the quantiser's error hides what CSP reads more (or
-less) than structureless noise of the same size would. Same folds as
+less) than structureless noise of the same size would; every row also gives, per fold, the SNR along the
+spatial filters CSP fits on the training subjects (whether the error lies where CSP reads). Same folds as
 `biotok finetune classify` (leave one subject out over the 11 subjects), same classical pipeline.
 
     python benchmarks/mi_from_codes.py --root ../shared/data/real --tokenizer pretrained_models/tokenizer-small \
@@ -24,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from data_prep.presets import patchify
-from finetune.classify import _classical
+from finetune.classify import _classical, csp_band, fit_csp
 from finetune.classify_data import ClassifyTask, Epochs, group_folds, load_epochs
 from finetune.metrics import balanced_accuracy
 from tokenizer.metrics import reconstruction_metrics
@@ -57,6 +58,20 @@ def csp_lda(epochs: Epochs, data: np.ndarray, folds: list) -> dict:
         probabilities = _classical("csp_lda", variant, train, test, seed=0)
         scores.append(balanced_accuracy(epochs.labels[test], probabilities.argmax(1), len(epochs.classes)))
     return {"mean": float(np.mean(scores)), "std": float(np.std(scores)), "folds": scores}
+
+
+def csp_direction_snr(epochs: Epochs, data: np.ndarray, folds: list) -> list[float]:
+    """Per fold, the SNR (dB) of `data` against the signal along the 4 spatial filters that CSP fits on the
+    training subjects' signal (the classical row's band and CSP), on the test subject's windows: how much
+    of the error lies in the directions CSP reads, against the SNR over every direction."""
+    signal, estimate = csp_band(epochs.data, epochs.sfreq), csp_band(data, epochs.sfreq)
+    snrs = []
+    for train, test in folds:
+        filters = fit_csp(signal[train], epochs.labels[train]).filters_[:4]  # (4, channels)
+        projected = np.einsum("fc,nct->nft", filters, signal[test])
+        error = np.einsum("fc,nct->nft", filters, estimate[test] - signal[test])
+        snrs.append(float(10 * np.log10((projected**2).sum() / (error**2).sum())))
+    return snrs
 
 
 def with_white_noise(data: np.ndarray, snr_db: float, seed: int) -> np.ndarray:
@@ -93,7 +108,11 @@ def main() -> None:
     rows = {"signal": {"snr_db": None, **csp_lda(epochs, epochs.data, folds)}}
     for name, data in decoded.items():
         snr = reconstruction_metrics(torch.from_numpy(epochs.data), torch.from_numpy(data))["snr_db"]
-        rows[name] = {"snr_db": snr, **csp_lda(epochs, data, folds)}
+        rows[name] = {
+            "snr_db": snr,
+            "csp_direction_snr_db": csp_direction_snr(epochs, data, folds),
+            **csp_lda(epochs, data, folds),
+        }
         if args.matched_noise and name != "continuous":
             noisy = with_white_noise(epochs.data, snr, seed=0)
             noisy_snr = reconstruction_metrics(torch.from_numpy(epochs.data), torch.from_numpy(noisy))[
@@ -101,6 +120,7 @@ def main() -> None:
             ]
             rows[f"signal + white noise at the SNR of {name}"] = {
                 "snr_db": noisy_snr,
+                "csp_direction_snr_db": csp_direction_snr(epochs, noisy, folds),
                 **csp_lda(epochs, noisy, folds),
             }
     result = {

@@ -27,7 +27,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from finetune.classify import csp_compact, csp_lda, load_codes
+from finetune.classify import csp_band, csp_compact, csp_lda, load_codes
 from finetune.classify_data import ClassifyTask, group_folds, load_epochs
 from finetune.metrics import balanced_accuracy
 from tokenizer.model import BiotokTokenizer
@@ -113,9 +113,7 @@ def main() -> None:
     log_bands = np.stack(
         [np.log(psd[..., (freqs >= lo) & (freqs < hi)].mean(-1) + 1e-20) for lo, hi in bands], -1
     )
-    mu_beta = sps.sosfiltfilt(
-        sps.butter(4, [8, 30], "bandpass", fs=sfreq, output="sos"), epochs.data, axis=-1
-    )
+    mu_beta = csp_band(epochs.data, sfreq)
     slow = sps.sosfiltfilt(sps.butter(4, 4, "lowpass", fs=sfreq, output="sos"), epochs.data, axis=-1)
     n_seconds = epochs.data.shape[-1] // patch
     slow_means = slow[..., : n_seconds * patch].reshape(n, len(names), n_seconds, patch).mean(-1)
