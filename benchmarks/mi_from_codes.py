@@ -6,7 +6,8 @@ latents) stays near 0.573, the codes hold the lateralised mu/beta power and the 
 read it; if it falls to chance, the tokenizer loses it before any pretraining. `--matched_noise` adds the
 signal plus white noise at each level's SNR: whether the quantiser's error hides what CSP reads more (or
 less) than structureless noise of the same size would; every row also gives, per fold, the SNR along the
-spatial filters CSP fits on the training subjects (whether the error lies where CSP reads). Same folds as
+spatial filters CSP fits on the training subjects (whether the error lies where CSP reads) and the
+classes' separation there (what the error leaves of the difference CSP reads). Same folds as
 `biotok finetune classify` (leave one subject out over the 11 subjects), same classical pipeline.
 
     python benchmarks/mi_from_codes.py --root ../shared/data/real --tokenizer pretrained_models/tokenizer-small \
@@ -60,18 +61,24 @@ def csp_lda(epochs: Epochs, data: np.ndarray, folds: list) -> dict:
     return {"mean": float(np.mean(scores)), "std": float(np.std(scores)), "folds": scores}
 
 
-def csp_direction_snr(epochs: Epochs, data: np.ndarray, folds: list) -> list[float]:
-    """Per fold, the SNR (dB) of `data` against the signal along the 4 spatial filters that CSP fits on the
-    training subjects' signal (the classical row's band and CSP), on the test subject's windows: how much
-    of the error lies in the directions CSP reads, against the SNR over every direction."""
+def csp_directions(epochs: Epochs, data: np.ndarray, folds: list) -> dict[str, list[float]]:
+    """Per fold, along the 4 spatial filters that CSP fits on the training subjects' signal (the classical
+    row's band and CSP), on the test subject's windows: the SNR (dB) of `data` against the signal (how
+    much of the error lies in the directions CSP reads) and the two classes' separation in `data`'s log
+    variances there (Fisher's ratio, summed over the filters: what the error leaves of the class
+    difference CSP + LDA reads)."""
     signal, estimate = csp_band(epochs.data, epochs.sfreq), csp_band(data, epochs.sfreq)
-    snrs = []
+    snrs, separations = [], []
     for train, test in folds:
         filters = fit_csp(signal[train], epochs.labels[train]).filters_[:4]  # (4, channels)
         projected = np.einsum("fc,nct->nft", filters, signal[test])
         error = np.einsum("fc,nct->nft", filters, estimate[test] - signal[test])
-        snrs.append(float(10 * np.log10((projected**2).sum() / (error**2).sum())))
-    return snrs
+        with np.errstate(divide="ignore"):  # the signal against itself: no error, an infinite SNR
+            snrs.append(float(10 * np.log10((projected**2).sum() / (error**2).sum())))
+        log_var = np.log((np.einsum("fc,nct->nft", filters, estimate[test]) ** 2).mean(-1))  # (n, 4)
+        a, b = (log_var[epochs.labels[test] == k] for k in (0, 1))
+        separations.append(float(((a.mean(0) - b.mean(0)) ** 2 / (a.var(0) + b.var(0))).sum()))
+    return {"csp_direction_snr_db": snrs, "csp_direction_separation": separations}
 
 
 def with_white_noise(data: np.ndarray, snr_db: float, seed: int) -> np.ndarray:
@@ -105,12 +112,20 @@ def main() -> None:
     model = BiotokTokenizer.from_pretrained(args.tokenizer).eval()
     started = time.time()
     decoded = reconstructions(model, epochs, [int(n) for n in args.levels.split(",")], args.batch_size)
-    rows = {"signal": {"snr_db": None, **csp_lda(epochs, epochs.data, folds)}}
+    rows = {
+        "signal": {
+            "snr_db": None,
+            "csp_direction_separation": csp_directions(epochs, epochs.data, folds)[
+                "csp_direction_separation"
+            ],
+            **csp_lda(epochs, epochs.data, folds),
+        }
+    }
     for name, data in decoded.items():
         snr = reconstruction_metrics(torch.from_numpy(epochs.data), torch.from_numpy(data))["snr_db"]
         rows[name] = {
             "snr_db": snr,
-            "csp_direction_snr_db": csp_direction_snr(epochs, data, folds),
+            **csp_directions(epochs, data, folds),
             **csp_lda(epochs, data, folds),
         }
         if args.matched_noise and name != "continuous":
@@ -120,7 +135,7 @@ def main() -> None:
             ]
             rows[f"signal + white noise at the SNR of {name}"] = {
                 "snr_db": noisy_snr,
-                "csp_direction_snr_db": csp_direction_snr(epochs, noisy, folds),
+                **csp_directions(epochs, noisy, folds),
                 **csp_lda(epochs, noisy, folds),
             }
     result = {
