@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from data_prep.presets import patchify
 from finetune.classify import _classical, csp_band, fit_csp
 from finetune.classify_data import ClassifyTask, Epochs, group_folds, load_epochs
-from finetune.metrics import balanced_accuracy
+from finetune.metrics import balanced_accuracy, roc_auc
 from tokenizer.metrics import reconstruction_metrics
 from tokenizer.model import BiotokTokenizer
 
@@ -54,11 +54,17 @@ def reconstructions(
 def csp_lda(epochs: Epochs, data: np.ndarray, folds: list) -> dict:
     """Balanced accuracy of CSP + LDA per fold on `data` in place of the epochs' signal."""
     variant = Epochs(**{**epochs.__dict__, "data": data})
-    scores = []
+    scores, aurocs = [], []
     for train, test in folds:
         probabilities = _classical("csp_lda", variant, train, test, seed=0)
         scores.append(balanced_accuracy(epochs.labels[test], probabilities.argmax(1), len(epochs.classes)))
-    return {"mean": float(np.mean(scores)), "std": float(np.std(scores)), "folds": scores}
+        aurocs.append(roc_auc(epochs.labels[test], probabilities[:, 1]))  # threshold-free: the ranking alone
+    return {
+        "mean": float(np.mean(scores)),
+        "std": float(np.std(scores)),
+        "folds": scores,
+        "auroc_folds": aurocs,
+    }
 
 
 def csp_directions(epochs: Epochs, data: np.ndarray, folds: list) -> dict[str, list[float]]:
@@ -68,17 +74,27 @@ def csp_directions(epochs: Epochs, data: np.ndarray, folds: list) -> dict[str, l
     variances there (Fisher's ratio, summed over the filters: what the error leaves of the class
     difference CSP + LDA reads)."""
     signal, estimate = csp_band(epochs.data, epochs.sfreq), csp_band(data, epochs.sfreq)
-    snrs, separations = [], []
+
+    def separation(filters: np.ndarray, test: np.ndarray) -> float:
+        log_var = np.log((np.einsum("fc,nct->nft", filters, estimate[test]) ** 2).mean(-1))  # (n, 4)
+        a, b = (log_var[epochs.labels[test] == k] for k in (0, 1))
+        return float(((a.mean(0) - b.mean(0)) ** 2 / (a.var(0) + b.var(0))).sum())
+
+    snrs, separations, own_separations = [], [], []
     for train, test in folds:
         filters = fit_csp(signal[train], epochs.labels[train]).filters_[:4]  # (4, channels)
         projected = np.einsum("fc,nct->nft", filters, signal[test])
         error = np.einsum("fc,nct->nft", filters, estimate[test] - signal[test])
         with np.errstate(divide="ignore"):  # the signal against itself: no error, an infinite SNR
             snrs.append(float(10 * np.log10((projected**2).sum() / (error**2).sum())))
-        log_var = np.log((np.einsum("fc,nct->nft", filters, estimate[test]) ** 2).mean(-1))  # (n, 4)
-        a, b = (log_var[epochs.labels[test] == k] for k in (0, 1))
-        separations.append(float(((a.mean(0) - b.mean(0)) ** 2 / (a.var(0) + b.var(0))).sum()))
-    return {"csp_direction_snr_db": snrs, "csp_direction_separation": separations}
+        separations.append(separation(filters, test))
+        # along the filters CSP fits on `data` itself, as the classical pipeline on it does
+        own_separations.append(separation(fit_csp(estimate[train], epochs.labels[train]).filters_[:4], test))
+    return {
+        "csp_direction_snr_db": snrs,
+        "csp_direction_separation": separations,
+        "own_csp_direction_separation": own_separations,
+    }
 
 
 def with_white_noise(data: np.ndarray, snr_db: float, seed: int) -> np.ndarray:
