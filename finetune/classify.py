@@ -659,20 +659,23 @@ def csp_compact(x: np.ndarray, chunk: int = 64) -> np.ndarray:
     return out
 
 
-def fit_csp(x: np.ndarray, y: np.ndarray, n_components: int = 4):
-    """MNE's CSP (log variance) fitted on `(n, channels, samples)`, quietly."""
+def fit_csp(x: np.ndarray, y: np.ndarray, n_components: int = 4, reg: str | float | None = None):
+    """MNE's CSP (log variance) fitted on `(n, channels, samples)`, quietly; `reg` its covariance
+    regularisation (None, a shrinkage in [0, 1] or an estimator name such as "ledoit_wolf")."""
     import mne
     from mne.decoding import CSP
 
     with mne.utils.use_log_level("error"):  # CSP reports its rank estimate on every fit
-        return CSP(n_components=n_components, log=True).fit(x.astype(np.float64), y)
+        return CSP(n_components=n_components, reg=reg, log=True).fit(x.astype(np.float64), y)
 
 
-def csp_lda(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray) -> np.ndarray:
+def csp_lda(
+    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, reg: str | float | None = None
+) -> np.ndarray:
     """CSP (4 components, log variance) + LDA fitted on `(n, channels, samples)`: test probabilities."""
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
-    csp = fit_csp(train_x, train_y)
+    csp = fit_csp(train_x, train_y, reg=reg)
     lda = LinearDiscriminantAnalysis().fit(csp.transform(train_x.astype(np.float64)), train_y)
     return lda.predict_proba(csp.transform(test_x.astype(np.float64)))
 
