@@ -69,29 +69,31 @@ def csp_lda(epochs: Epochs, data: np.ndarray, folds: list, reg: str | float | No
     }
 
 
-def csp_directions(epochs: Epochs, data: np.ndarray, folds: list) -> dict[str, list[float]]:
-    """Per fold, along the 4 spatial filters that CSP fits on the training subjects' signal (the classical
-    row's band and CSP), on the test subject's windows: the SNR (dB) of `data` against the signal (how
-    much of the error lies in the directions CSP reads) and the two classes' separation in `data`'s log
-    variances there (Fisher's ratio, summed over the filters: what the error leaves of the class
-    difference CSP + LDA reads)."""
-    signal, estimate = csp_band(epochs.data, epochs.sfreq), csp_band(data, epochs.sfreq)
+def class_separation(filters: np.ndarray, windows: np.ndarray, labels: np.ndarray) -> float:
+    """The two classes' separation in the log variances of `windows` `(n, C, T)` along `filters` `(4, C)`:
+    Fisher's ratio, summed over the filters."""
+    log_var = np.log((np.einsum("fc,nct->nft", filters, windows) ** 2).mean(-1))  # (n, 4)
+    a, b = (log_var[labels == k] for k in (0, 1))
+    return float(((a.mean(0) - b.mean(0)) ** 2 / (a.var(0) + b.var(0))).sum())
 
-    def separation(filters: np.ndarray, test: np.ndarray) -> float:
-        log_var = np.log((np.einsum("fc,nct->nft", filters, estimate[test]) ** 2).mean(-1))  # (n, 4)
-        a, b = (log_var[epochs.labels[test] == k] for k in (0, 1))
-        return float(((a.mean(0) - b.mean(0)) ** 2 / (a.var(0) + b.var(0))).sum())
 
+def csp_directions(
+    signal: np.ndarray, filters: list[np.ndarray], estimate: np.ndarray, labels: np.ndarray, folds: list
+) -> dict[str, list[float]]:
+    """Per fold, along the 4 spatial filters CSP fitted on the training subjects' `signal` (band-passed as
+    the classical row does; `filters`, one per fold), on the test subject's windows: the SNR (dB) of
+    `estimate` (band-passed alike) against the signal (how much of the error lies in the directions CSP
+    reads) and the classes' separation in `estimate` there (what the error leaves of the difference CSP +
+    LDA reads); and the separation along the filters CSP fits on `estimate` itself, as the classical
+    pipeline on it does."""
     snrs, separations, own_separations = [], [], []
-    for train, test in folds:
-        filters = fit_csp(signal[train], epochs.labels[train]).filters_[:4]  # (4, channels)
-        projected = np.einsum("fc,nct->nft", filters, signal[test])
-        error = np.einsum("fc,nct->nft", filters, estimate[test] - signal[test])
-        with np.errstate(divide="ignore"):  # the signal against itself: no error, an infinite SNR
-            snrs.append(float(10 * np.log10((projected**2).sum() / (error**2).sum())))
-        separations.append(separation(filters, test))
-        # along the filters CSP fits on `data` itself, as the classical pipeline on it does
-        own_separations.append(separation(fit_csp(estimate[train], epochs.labels[train]).filters_[:4], test))
+    for fold_filters, (train, test) in zip(filters, folds):
+        projected = np.einsum("fc,nct->nft", fold_filters, signal[test])
+        error = np.einsum("fc,nct->nft", fold_filters, estimate[test] - signal[test])
+        snrs.append(float(10 * np.log10((projected**2).sum() / (error**2).sum())))
+        separations.append(class_separation(fold_filters, estimate[test], labels[test]))
+        own = fit_csp(estimate[train], labels[train]).filters_[:4]
+        own_separations.append(class_separation(own, estimate[test], labels[test]))
     return {
         "csp_direction_snr_db": snrs,
         "csp_direction_separation": separations,
@@ -146,32 +148,36 @@ def main() -> None:
         for name, row in rows.items():
             print(f"| {name}, CSP reg {args.csp_reg} | {row['mean']:.3f} | {np.round(row['folds'], 2)} |")
         return
+    # the signal band-passed as the classical row does, and CSP's filters on each fold's training subjects:
+    # once, for every row's measures along them
+    signal = csp_band(epochs.data, epochs.sfreq)
+    filters = [fit_csp(signal[train], epochs.labels[train]).filters_[:4] for train, _ in folds]
+
+    def measured(data: np.ndarray, snr: float) -> dict:
+        directions = csp_directions(signal, filters, csp_band(data, epochs.sfreq), epochs.labels, folds)
+        return {"snr_db": snr, **directions, **csp_lda(epochs, data, folds)}
+
+    separations = [
+        class_separation(fold_filters, signal[test], epochs.labels[test])
+        for fold_filters, (_, test) in zip(filters, folds)
+    ]
     rows = {
         "signal": {
             "snr_db": None,
-            "csp_direction_separation": csp_directions(epochs, epochs.data, folds)[
-                "csp_direction_separation"
-            ],
+            "csp_direction_separation": separations,
             **csp_lda(epochs, epochs.data, folds),
         }
     }
     for name, data in decoded.items():
-        snr = reconstruction_metrics(torch.from_numpy(epochs.data), torch.from_numpy(data))["snr_db"]
-        rows[name] = {
-            "snr_db": snr,
-            **csp_directions(epochs, data, folds),
-            **csp_lda(epochs, data, folds),
-        }
+        rows[name] = measured(
+            data, reconstruction_metrics(torch.from_numpy(epochs.data), torch.from_numpy(data))["snr_db"]
+        )
         if args.matched_noise and name != "continuous":
-            noisy = with_white_noise(epochs.data, snr, seed=0)
+            noisy = with_white_noise(epochs.data, rows[name]["snr_db"], seed=0)
             noisy_snr = reconstruction_metrics(torch.from_numpy(epochs.data), torch.from_numpy(noisy))[
                 "snr_db"
             ]
-            rows[f"signal + white noise at the SNR of {name}"] = {
-                "snr_db": noisy_snr,
-                **csp_directions(epochs, noisy, folds),
-                **csp_lda(epochs, noisy, folds),
-            }
+            rows[f"signal + white noise at the SNR of {name}"] = measured(noisy, noisy_snr)
     result = {
         "task": task.name,
         "tokenizer": args.tokenizer,
